@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""Build the Caffe engine: the pinned registry sdist plus our C3D-v1.1 3D layers.
+
+Usage: python engine/build_caffe.py --venv .venv [--cuda] [--force]
+
+Steps (each skipped when its result is already there):
+1. fetch the pinned sdist (brocolli-caffe==9.0.2, a BVLC-based Caffe) with pip and check
+   its sha256;
+2. unpack it into a build folder in the cache, drop its stale generated protobuf files,
+   add our messages to caffe.proto and our layer sources;
+3. write Makefile.config (CPU, OpenBLAS, LMDB, HDF5, Python layers, no OpenCV) and run
+   ``make lib tools pycaffe``;
+4. install into the venv: a .pth file that puts pycaffe on sys.path, and ``bin/caffe``.
+
+The build folder lives in the cache (``$V2V_ENGINE_CACHE`` or ``~/.cache/v2v-engine``),
+named by a hash of everything that goes into it (sdist, this script, our layers and
+proto, the config, Python and NumPy versions). A second run with the same inputs is a
+no-op. A run with changed inputs starts from a copy of the newest finished build and
+rewrites only the files that changed, so ``make`` recompiles only what depends on them.
+
+Stdlib only: it runs before anything else is installed.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+SDIST_NAME = "brocolli-caffe"
+SDIST_VERSION = "9.0.2"
+SDIST_SHA256 = "c6410cc60bdd6db685d441b66be7df05410f8850ac88d6b75d48ef9b2315c08a"
+SDIST_FILE = f"{SDIST_NAME}-{SDIST_VERSION}.tar.gz"
+
+ENGINE = Path(__file__).resolve().parent
+REPO = ENGINE.parent
+LAYERS = ENGINE / "layers"
+PROTO_ADD = ENGINE / "proto" / "v2v_layers.proto"
+WRAPPER = ENGINE / "caffe_wrapper.sh"
+
+# Fields added to LayerParameter (C3D-v1.1's numbers).
+FIELDS = (
+    "  optional Convolution3DParameter convolution3d_param = 6661;\n"
+    "  optional Pooling3DParameter pooling3d_param = 6662;\n"
+)
+KEEP_BUILDS = 2
+
+
+def log(msg: str) -> None:
+    print(f"[engine] {msg}", flush=True)
+
+
+def die(msg: str) -> None:
+    print(f"[engine] ERROR: {msg}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def numpy_include(venv: Path) -> tuple[str, str]:
+    out = subprocess.run(
+        [str(venv_python(venv)), "-c",
+         "import numpy, sys; print(numpy.get_include()); print(numpy.__version__)"],
+        check=True, capture_output=True, text=True).stdout.split()
+    return out[0], out[1]
+
+
+def python_paths(venv: Path) -> tuple[str, str]:
+    """Include dir and version (e.g. '3.11') of the venv's base interpreter."""
+    out = subprocess.run(
+        [str(venv_python(venv)), "-c",
+         "import sysconfig, sys; print(sysconfig.get_paths()['include']);"
+         "print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
+        check=True, capture_output=True, text=True).stdout.split()
+    return out[0], out[1]
+
+
+def makefile_config(venv: Path, cuda: bool) -> str:
+    py_inc, py_ver = python_paths(venv)
+    np_inc, _ = numpy_include(venv)
+    boost_py = "boost_python" + py_ver.replace(".", "")
+    arch = os.environ.get("V2V_CUDA_ARCH",
+                          "-gencode arch=compute_70,code=sm_70 "
+                          "-gencode arch=compute_80,code=sm_80 "
+                          "-gencode arch=compute_90,code=sm_90 "
+                          "-gencode arch=compute_90,code=compute_90")
+    lines = [
+        "# Written by engine/build_caffe.py",
+        "CPU_ONLY := 1" if not cuda else "USE_CUDNN := 0",
+        "USE_OPENCV := 0",
+        "USE_LEVELDB := 0",
+        "USE_LMDB := 1",
+        "BLAS := open",
+        "BLAS_INCLUDE := /usr/include/x86_64-linux-gnu/openblas-pthread",
+        f"PYTHON_INCLUDE := {py_inc} {np_inc}",
+        f"PYTHON_LIBRARIES := {boost_py} python{py_ver}",
+        "PYTHON_LIB := /usr/lib",
+        "WITH_PYTHON_LAYER := 1",
+        "INCLUDE_DIRS := $(PYTHON_INCLUDE) /usr/local/include /usr/include/hdf5/serial",
+        "LIBRARY_DIRS := $(PYTHON_LIB) /usr/local/lib /usr/lib "
+        "/usr/lib/x86_64-linux-gnu/hdf5/serial",
+        "BUILD_DIR := build",
+        "DISTRIBUTE_DIR := distribute",
+        "Q ?= @",
+    ]
+    if cuda:
+        lines += [f"CUDA_DIR := {os.environ.get('CUDA_HOME', '/usr/local/cuda')}",
+                  f"CUDA_ARCH := {arch}"]
+    return "\n".join(lines) + "\n"
+
+
+def inputs_key(config: str, cuda: bool) -> str:
+    h = hashlib.sha256()
+    h.update(SDIST_SHA256.encode())
+    h.update(config.encode())
+    h.update(b"cuda" if cuda else b"cpu")
+    for p in [Path(__file__).resolve(), PROTO_ADD, *sorted(LAYERS.rglob("*"))]:
+        if p.is_file():
+            h.update(str(p.relative_to(ENGINE)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def fetch_sdist(cache: Path, venv: Path) -> Path:
+    dest = cache / "sdist"
+    path = dest / SDIST_FILE
+    if path.exists() and sha256_file(path) == SDIST_SHA256:
+        return path
+    dest.mkdir(parents=True, exist_ok=True)
+    log(f"downloading {SDIST_NAME}=={SDIST_VERSION} (source) with pip")
+    subprocess.run([str(venv_python(venv)), "-m", "pip", "download", "-q", "--no-deps",
+                    "--no-binary", ":all:", "-d", str(dest),
+                    f"{SDIST_NAME}=={SDIST_VERSION}"], check=False)
+    if not path.exists():
+        die(f"pip did not produce {path}; is PyPI reachable?")
+    got = sha256_file(path)
+    if got != SDIST_SHA256:
+        path.unlink()
+        die(f"{SDIST_FILE}: sha256 {got} does not match the pinned {SDIST_SHA256}")
+    return path
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    if path.exists() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return True
+
+
+def patched_proto(original: str) -> str:
+    marker = "optional RecurrentParameter recurrent_param = 146;\n"
+    start = original.index("message LayerParameter {")
+    pos = original.index(marker, start) + len(marker)
+    return original[:pos] + FIELDS + original[pos:] + "\n" + PROTO_ADD.read_text()
+
+
+def prepare_tree(src: Path, pristine_proto: str, config: str) -> None:
+    """Put our files into an unpacked (or copied) source tree, touching only changes."""
+    changed = []
+    if write_if_changed(src / "src/caffe/proto/caffe.proto",
+                        patched_proto(pristine_proto).encode()):
+        changed.append("caffe.proto")
+    for f in sorted(LAYERS.iterdir()):
+        if f.suffix in (".hpp", ".h"):
+            dst = src / "include/caffe/layers" / f.name
+        elif f.suffix in (".cpp", ".cu"):
+            dst = src / "src/caffe/layers" / f.name
+        else:
+            continue
+        if write_if_changed(dst, f.read_bytes()):
+            changed.append(f.name)
+    if write_if_changed(src / "Makefile.config", config.encode()):
+        changed.append("Makefile.config")
+    log("changed inputs: " + (", ".join(changed) if changed else "none"))
+
+
+def newest_build(builds: Path, exclude: str) -> Path | None:
+    done = [p for p in builds.iterdir() if p.name != exclude and (p / ".complete").exists()]
+    return max(done, key=lambda p: (p / ".complete").stat().st_mtime) if done else None
+
+
+def run_make(src: Path, jobs: int) -> None:
+    logfile = src / "build.log"
+    log(f"make -j{jobs} lib tools pycaffe (log: {logfile})")
+    t0 = time.time()
+    with open(logfile, "w") as lf:
+        proc = subprocess.Popen(["make", f"-j{jobs}", "lib", "tools", "pycaffe"], cwd=src,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        n = 0
+        for line in proc.stdout:
+            lf.write(line)
+            if line.startswith(("CXX", "NVCC", "LD", "AR", "PROTOC", "Makefile")):
+                n += 1
+                if n % 20 == 0:
+                    log(f"  {n} steps, {time.time() - t0:.0f} s: {line.strip()[:80]}")
+        rc = proc.wait()
+    if rc != 0:
+        tail = "".join(open(logfile).readlines()[-40:])
+        die(f"make failed (exit {rc}); last lines of {logfile}:\n{tail}")
+    log(f"make done in {time.time() - t0:.0f} s")
+
+
+def build(cache: Path, venv: Path, cuda: bool, force: bool) -> Path:
+    config = makefile_config(venv, cuda)
+    key = inputs_key(config, cuda)
+    builds = cache / "builds"
+    builds.mkdir(parents=True, exist_ok=True)
+    final = builds / key
+    if (final / ".complete").exists() and not force:
+        log(f"cached build {final} is up to date; skipping the build")
+        return final
+    sdist = fetch_sdist(cache, venv)
+    work = builds / (key + ".tmp")
+    if final.exists():
+        shutil.rmtree(final)
+    base = newest_build(builds, key)
+    if work.exists():
+        log(f"resuming interrupted build in {work}")
+    elif base is not None:
+        log(f"seeding from previous build {base.name} (incremental make)")
+        shutil.copytree(base, work, symlinks=True)
+        (work / ".complete").unlink(missing_ok=True)
+    else:
+        log(f"unpacking {sdist.name}")
+        tmp = builds / (key + ".unpack")
+        shutil.rmtree(tmp, ignore_errors=True)
+        with tarfile.open(sdist) as tf:
+            tf.extractall(tmp, filter="data")
+        (tmp / f"{SDIST_NAME}-{SDIST_VERSION}").rename(work)
+        tmp.rmdir()
+        # Stale generated files shipped in the sdist: regenerated by make/protoc.
+        for stale in ["src/caffe/proto/caffe.pb.cc", "src/caffe/proto/caffe.pb.h",
+                      "include/caffe/proto/caffe.pb.h", "python/caffe/proto/caffe_pb2.py"]:
+            (work / stale).unlink(missing_ok=True)
+        shutil.copy(work / "src/caffe/proto/caffe.proto", work / "caffe.proto.orig")
+    prepare_tree(work, (work / "caffe.proto.orig").read_text(), config)
+    run_make(work, os.cpu_count() or 2)
+    check = subprocess.run([str(work / "build/tools/caffe"), "--version"],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        die(f"built caffe binary does not run: {check.stderr.strip()}")
+    (work / ".complete").write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    work.rename(final)
+    prune(builds, keep=final)
+    log(f"engine built: {final}")
+    return final
+
+
+def prune(builds: Path, keep: Path) -> None:
+    done = sorted((p for p in builds.iterdir() if (p / ".complete").exists()),
+                  key=lambda p: (p / ".complete").stat().st_mtime, reverse=True)
+    for old in done[KEEP_BUILDS:]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def install(build_dir: Path, venv: Path) -> None:
+    """Make pycaffe importable from the venv and install the `caffe` wrapper."""
+    site = subprocess.run([str(venv_python(venv)), "-c",
+                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    write_if_changed(Path(site) / "v2v_caffe.pth", f"{build_dir / 'python'}\n".encode())
+    (venv / "v2v-engine").write_text(f"{build_dir}\n")
+    text = (WRAPPER.read_text().replace("@CAFFE_BIN@", str(build_dir / "build/tools/caffe"))
+            .replace("@REPO@", str(REPO)))
+    dst = venv / "bin" / "caffe"
+    write_if_changed(dst, text.encode())
+    dst.chmod(0o755)
+    log(f"installed pycaffe and {dst}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--venv", type=Path, default=REPO / ".venv")
+    ap.add_argument("--cache", type=Path,
+                    default=Path(os.environ.get("V2V_ENGINE_CACHE",
+                                                Path.home() / ".cache" / "v2v-engine")))
+    ap.add_argument("--cuda", action="store_true", help="build the CUDA code too")
+    ap.add_argument("--force", action="store_true", help="rebuild even if cached")
+    ap.add_argument("--print-dir", action="store_true",
+                    help="print the build folder these inputs map to and exit")
+    args = ap.parse_args()
+    venv = args.venv.resolve()
+    if not venv_python(venv).exists():
+        die(f"{venv} has no bin/python; run engine/setup.sh first")
+    if args.print_dir:
+        print(args.cache / "builds" / inputs_key(makefile_config(venv, args.cuda), args.cuda))
+        return
+    install(build(args.cache.resolve(), venv, args.cuda, args.force), venv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One-command setup, idempotent: Debian packages, .venv with pinned Python deps, the
+# Caffe engine (cached outside the work tree), pycaffe + bin/caffe in .venv, and this
+# project installed editable. A second run skips every step whose result is there.
+# Usage: engine/setup.sh [--cuda]
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+VENV="$REPO/.venv"
+SYS_PY=/usr/bin/python3   # the engine links Debian's libpython; the venv must match it
+
+APT_PKGS=(build-essential python3-dev python3-venv python3-pip
+  libboost-system-dev libboost-thread-dev libboost-filesystem-dev libboost-regex-dev
+  libboost-python-dev libgoogle-glog-dev libgflags-dev libprotobuf-dev protobuf-compiler
+  libhdf5-dev liblmdb-dev libopenblas-dev)
+
+say() { echo "[setup] $*"; }
+
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  say "Debian packages present"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV with $SYS_PY"
+  "$SYS_PY" -m venv "$VENV"
+fi
+
+stamp="$VENV/.requirements.sha256"
+want="$(sha256sum requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing pinned Python packages (requirements.txt)"
+  "$VENV/bin/python" -m pip install -q -r requirements.txt
+  "$VENV/bin/python" -m pip install -q --no-deps -e .
+  echo "$want" > "$stamp"
+else
+  say "Python packages up to date"
+fi
+
+"$VENV/bin/python" engine/build_caffe.py --venv "$VENV" "$@"
+"$VENV/bin/python" -c "import caffe, models" || { echo "[setup] pycaffe does not import" >&2; exit 1; }
+say "ready: .venv/bin/python imports caffe; .venv/bin/caffe is the Caffe CLI"
