@@ -115,8 +115,7 @@ def makefile_config(venv: Path, cuda: bool) -> str:
         "INCLUDE_DIRS := $(PYTHON_INCLUDE) /usr/local/include /usr/include/hdf5/serial",
         "LIBRARY_DIRS := $(PYTHON_LIB) /usr/local/lib /usr/lib "
         "/usr/lib/x86_64-linux-gnu/hdf5/serial",
-        "BUILD_DIR := build",
-        "DISTRIBUTE_DIR := distribute",
+                "DISTRIBUTE_DIR := distribute",
         "Q ?= @",
     ]
     if cuda:
@@ -171,12 +170,42 @@ def patched_proto(original: str) -> str:
     return original[:pos] + FIELDS + original[pos:] + "\n" + PROTO_ADD.read_text()
 
 
-def prepare_tree(src: Path, pristine_proto: str, config: str) -> None:
+# Small fixes to the sdist's own files: (file, old text, new text). Each must apply.
+SOURCE_PATCHES = [
+    # Xavier/MSRA/positive-unitball fillers use num()/channels(), which CHECK-fail on
+    # blobs with more than 4 axes; N-D fan-in/fan-out as in later BVLC Caffe.
+    ("include/caffe/filler.hpp", "blob->count() / blob->num()", "blob->count() / blob->shape(0)"),
+    ("include/caffe/filler.hpp", "blob->count() / blob->channels()",
+     "blob->count() / blob->shape(1)"),
+    ("include/caffe/filler.hpp", "for (int i = 0; i < blob->num(); ++i)",
+     "for (int i = 0; i < blob->shape(0); ++i)"),
+    # pycaffe's _caffe.so looks for libcaffe in ../../build/lib, but this fork's Makefile
+    # builds into $(BUILD_DIR) = temp: point the rpath there.
+    ("Makefile", "-Wl,-rpath,$(ORIGIN)/../../build/lib", "-Wl,-rpath,$(ORIGIN)/../../$(BUILD_DIR_LINK)/lib"),
+]
+CAFFE_BIN = "temp/tools/caffe.bin"  # the fork's Makefile fixes BUILD_DIR = temp
+
+
+def pristine(sdist: Path, rel: str) -> str:
+    with tarfile.open(sdist) as tf:
+        return tf.extractfile(f"{SDIST_NAME}-{SDIST_VERSION}/{rel}").read().decode()
+
+
+def prepare_tree(src: Path, sdist: Path, config: str) -> list[str]:
     """Put our files into an unpacked (or copied) source tree, touching only changes."""
     changed = []
-    if write_if_changed(src / "src/caffe/proto/caffe.proto",
-                        patched_proto(pristine_proto).encode()):
+    proto = "src/caffe/proto/caffe.proto"
+    if write_if_changed(src / proto, patched_proto(pristine(sdist, proto)).encode()):
         changed.append("caffe.proto")
+    texts: dict[str, str] = {}
+    for rel, old, new in SOURCE_PATCHES:
+        text = texts.setdefault(rel, pristine(sdist, rel))
+        if old not in text:
+            die(f"patch for {rel} does not apply: {old!r} not found")
+        texts[rel] = text.replace(old, new)
+    for rel, text in texts.items():
+        if write_if_changed(src / rel, text.encode()):
+            changed.append(rel)
     for f in sorted(LAYERS.iterdir()):
         if f.suffix in (".hpp", ".h"):
             dst = src / "include/caffe/layers" / f.name
@@ -189,6 +218,25 @@ def prepare_tree(src: Path, pristine_proto: str, config: str) -> None:
     if write_if_changed(src / "Makefile.config", config.encode()):
         changed.append("Makefile.config")
     log("changed inputs: " + (", ".join(changed) if changed else "none"))
+    return changed
+
+
+def invalidate(src: Path, changed: list[str]) -> None:
+    """Delete the objects that `make` would not know to rebuild.
+
+    This Makefile passes every include dir with -isystem, so its -MMD dependency files
+    list no headers: a changed header rebuilds nothing by itself.
+    """
+    objdir = src / ".temp_release"
+    ours = [c for c in changed if c.startswith("v2v_")]
+    if any(c in ("Makefile", "Makefile.config") or c.endswith(".hpp") and not c.startswith("v2v_")
+           for c in changed):
+        log("build configuration or a shared header changed: full rebuild")
+        shutil.rmtree(objdir, ignore_errors=True)
+        (src / "python/caffe/_caffe.so").unlink(missing_ok=True)
+    elif any(c.endswith(".hpp") for c in ours):
+        for obj in objdir.glob("src/caffe/layers/v2v_*"):
+            obj.unlink()
 
 
 def newest_build(builds: Path, exclude: str) -> Path | None:
@@ -231,8 +279,12 @@ def build(cache: Path, venv: Path, cuda: bool, force: bool) -> Path:
     if final.exists():
         shutil.rmtree(final)
     base = newest_build(builds, key)
+    orphans = sorted(builds.glob("*.tmp"), key=lambda p: p.stat().st_mtime)
     if work.exists():
         log(f"resuming interrupted build in {work}")
+    elif base is None and orphans:
+        log(f"resuming from interrupted build {orphans[-1].name}")
+        orphans[-1].rename(work)
     elif base is not None:
         log(f"seeding from previous build {base.name} (incremental make)")
         shutil.copytree(base, work, symlinks=True)
@@ -242,17 +294,19 @@ def build(cache: Path, venv: Path, cuda: bool, force: bool) -> Path:
         tmp = builds / (key + ".unpack")
         shutil.rmtree(tmp, ignore_errors=True)
         with tarfile.open(sdist) as tf:
-            tf.extractall(tmp, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(tmp, filter="data")
+            else:  # Debian 12's Python 3.11.2 predates extraction filters
+                tf.extractall(tmp)
         (tmp / f"{SDIST_NAME}-{SDIST_VERSION}").rename(work)
         tmp.rmdir()
         # Stale generated files shipped in the sdist: regenerated by make/protoc.
         for stale in ["src/caffe/proto/caffe.pb.cc", "src/caffe/proto/caffe.pb.h",
                       "include/caffe/proto/caffe.pb.h", "python/caffe/proto/caffe_pb2.py"]:
             (work / stale).unlink(missing_ok=True)
-        shutil.copy(work / "src/caffe/proto/caffe.proto", work / "caffe.proto.orig")
-    prepare_tree(work, (work / "caffe.proto.orig").read_text(), config)
+    invalidate(work, prepare_tree(work, sdist, config))
     run_make(work, os.cpu_count() or 2)
-    check = subprocess.run([str(work / "build/tools/caffe"), "--version"],
+    check = subprocess.run([str(work / CAFFE_BIN), "--version"],
                            capture_output=True, text=True)
     if check.returncode != 0:
         die(f"built caffe binary does not run: {check.stderr.strip()}")
@@ -278,7 +332,7 @@ def install(build_dir: Path, venv: Path) -> None:
                           check=True, capture_output=True, text=True).stdout.strip()
     write_if_changed(Path(site) / "v2v_caffe.pth", f"{build_dir / 'python'}\n".encode())
     (venv / "v2v-engine").write_text(f"{build_dir}\n")
-    text = (WRAPPER.read_text().replace("@CAFFE_BIN@", str(build_dir / "build/tools/caffe"))
+    text = (WRAPPER.read_text().replace("@CAFFE_BIN@", str(build_dir / CAFFE_BIN))
             .replace("@REPO@", str(REPO)))
     dst = venv / "bin" / "caffe"
     write_if_changed(dst, text.encode())

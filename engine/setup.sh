@@ -2,7 +2,8 @@
 # One-command setup, idempotent: Debian packages, .venv with pinned Python deps, the
 # Caffe engine (cached outside the work tree), pycaffe + bin/caffe in .venv, and this
 # project installed editable. A second run skips every step whose result is there.
-# Usage: engine/setup.sh [--cuda]
+# Usage: engine/setup.sh [--with-torch] [--cuda]
+#   --with-torch  also install the optional PyTorch runtime (requirements-torch.txt)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -15,6 +16,14 @@ APT_PKGS=(build-essential python3-dev python3-venv python3-pip
   libhdf5-dev liblmdb-dev libopenblas-dev)
 
 say() { echo "[setup] $*"; }
+
+WITH_TORCH=0; BUILD_ARGS=()
+for a in "$@"; do
+  case "$a" in
+    --with-torch) WITH_TORCH=1 ;;
+    *) BUILD_ARGS+=("$a") ;;
+  esac
+done
 
 missing=()
 for p in "${APT_PKGS[@]}"; do
@@ -45,6 +54,15 @@ else
   say "Python packages up to date"
 fi
 
-"$VENV/bin/python" engine/build_caffe.py --venv "$VENV" "$@"
+if [ "$WITH_TORCH" = 1 ] && [ -f requirements-torch.txt ]; then
+  tstamp="$VENV/.torch.sha256"; twant="$(sha256sum requirements-torch.txt | cut -d' ' -f1)"
+  if [ "$(cat "$tstamp" 2>/dev/null)" != "$twant" ]; then
+    say "installing the PyTorch runtime (requirements-torch.txt)"
+    "$VENV/bin/python" -m pip install -q -r requirements-torch.txt
+    echo "$twant" > "$tstamp"
+  fi
+fi
+
+"$VENV/bin/python" engine/build_caffe.py --venv "$VENV" ${BUILD_ARGS[@]+"${BUILD_ARGS[@]}"}
 "$VENV/bin/python" -c "import caffe, models" || { echo "[setup] pycaffe does not import" >&2; exit 1; }
 say "ready: .venv/bin/python imports caffe; .venv/bin/caffe is the Caffe CLI"

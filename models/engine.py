@@ -1,0 +1,43 @@
+"""The one door to the Caffe engine: every module reaches pycaffe through here.
+
+``caffe()`` imports pycaffe (built by engine/setup.sh) with a clear message when it is
+missing, and quiets glog unless V2V_CAFFE_VERBOSE=1. ``pb2()`` gives caffe_pb2.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from functools import lru_cache
+
+
+class EngineMissing(RuntimeError):
+    pass
+
+
+@lru_cache(maxsize=1)
+def caffe():
+    if os.environ.get("V2V_CAFFE_VERBOSE", "0") != "1":
+        os.environ.setdefault("GLOG_minloglevel", "2")
+    try:
+        import caffe as _caffe  # noqa: PLC0415
+    except ImportError as e:  # pragma: no cover - depends on the machine
+        raise EngineMissing(
+            f"pycaffe cannot be imported ({e}). Run `make test` or `bash engine/setup.sh` "
+            f"from the repo root, and use .venv/bin/python (this is {sys.executable})."
+        ) from e
+    _caffe.set_mode_cpu()
+    return _caffe
+
+
+@lru_cache(maxsize=1)
+def pb2():
+    try:
+        from caffe.proto import caffe_pb2  # noqa: PLC0415
+    except ImportError as e:  # pragma: no cover
+        raise EngineMissing(f"caffe_pb2 cannot be imported ({e}); run engine/setup.sh") from e
+    return caffe_pb2
+
+
+def layer_types() -> set[str]:
+    """Layer types registered in the built engine."""
+    return set(caffe().layer_type_list())
