@@ -41,3 +41,15 @@ def pb2():
 def layer_types() -> set[str]:
     """Layer types registered in the built engine."""
     return set(caffe().layer_type_list())
+
+
+def engine_dir():
+    """The engine build folder (the sdist tree that pycaffe was imported from)."""
+    from pathlib import Path  # noqa: PLC0415
+    return Path(caffe().__file__).resolve().parent.parent.parent
+
+
+def cuda_build() -> bool:
+    """True when the engine was built with CUDA (Makefile.config has no CPU_ONLY)."""
+    cfg = engine_dir() / "Makefile.config"
+    return cfg.exists() and "CPU_ONLY := 1" not in cfg.read_text()

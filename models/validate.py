@@ -1,9 +1,328 @@
-"""Validation of nets, solvers and inputs (placeholder until the validator lands)."""
+"""The validator: every program checks nets, solvers and weights here before Caffe sees
+them, so bad input gets a clear error naming the file and the problem instead of a glog
+abort.
+
+    validate_net_file(path, phase="TEST", input_shapes=None) -> NetParameter
+    validate_solver_file(path) -> SolverParameter
+    validate_weights(weights_path, net_param, net_path)
+    python -m models.validate --caffe-args train -solver X [-weights W]   (used by bin/caffe)
+    python -m models.validate NET_OR_SOLVER.prototxt ...                 (a plain check)
+
+Errors are ``ValidationError`` (a ValueError) whose message starts with the file.
+"""
+from __future__ import annotations
+
+import difflib
+import os
 import sys
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from models import shapes
+from models.engine import cuda_build, layer_types, pb2
+
+LR_POLICIES = {"fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid"}
+SOLVER_TYPES = {"SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"}
 
 
-def main(argv=None):
-    return 0
+class ValidationError(ValueError):
+    pass
+
+
+def _err(path, msg) -> ValidationError:
+    return ValidationError(f"{path}: {msg}")
+
+
+def _read_text(path: Path, what: str) -> str:
+    if not path.exists():
+        hint = ""
+        from models.paths import REPO  # noqa: PLC0415
+        if not path.is_absolute() and (REPO / path).exists() and Path.cwd() != REPO:
+            hint = (f" (it exists under the repo root {REPO}: Caffe resolves paths from the "
+                    f"current directory, so run caffe from the repo root)")
+        raise _err(path, f"{what} file not found{hint}")
+    if path.is_dir():
+        raise _err(path, f"is a directory, expected a {what} file")
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise _err(path, f"is not a text {what} file (binary?)") from None
+
+
+def parse_text(path, message, what: str):
+    path = Path(path)
+    text = _read_text(path, what)
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as e:
+        hint = ""
+        if "layers" in str(e) or "Convolution3DParameter" in str(e):
+            hint = " (C3D-v1.0 `layers { type: ENUM }` syntax is not supported: use layer {})"
+        raise _err(path, f"not a valid {what}: {e}{hint}") from None
+    return message
+
+
+# --------------------------------------------------------------------------- nets
+def load_net(path):
+    return parse_text(path, pb2().NetParameter(), "net prototxt")
+
+
+def check_structure(net, path) -> None:
+    """Layer types, names, parameter messages: what is wrong before any shape."""
+    if len(net.layers):
+        raise _err(path, "uses the old `layers {}` (V1) syntax; write `layer {}` "
+                         "(C3D-v1.1 dialect)")
+    if not len(net.layer):
+        raise _err(path, "has no layers")
+    known = layer_types()
+    seen = set()
+    for layer in net.layer:
+        where = f"layer '{layer.name}'"
+        if not layer.name:
+            raise _err(path, f"a layer of type {layer.type} has no name")
+        if layer.name in seen:
+            # Caffe allows it across phases; the same name twice in one phase is an error.
+            pass
+        seen.add(layer.name)
+        if not layer.type:
+            raise _err(path, f"{where} has no type")
+        if layer.type not in known:
+            close = difflib.get_close_matches(layer.type, sorted(known), n=3)
+            raise _err(path, f"{where}: unknown layer type '{layer.type}'"
+                             + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        if layer.type in ("Convolution3D", "Deconvolution3D"):
+            if not layer.HasField("convolution3d_param"):
+                raise _err(path, f"{where} ({layer.type}) needs convolution3d_param")
+            p = layer.convolution3d_param
+            for f in ("num_output", "kernel_size", "kernel_depth"):
+                if getattr(p, f) <= 0:
+                    raise _err(path, f"{where} ({layer.type}): convolution3d_param.{f} must be > 0")
+            if p.stride <= 0 or p.temporal_stride <= 0:
+                raise _err(path, f"{where}: stride and temporal_stride must be > 0")
+            if p.filter_group != 1:
+                raise _err(path, f"{where}: filter_group other than 1 is not supported")
+        if layer.type == "Pooling3D":
+            if not layer.HasField("pooling3d_param"):
+                raise _err(path, f"{where} (Pooling3D) needs pooling3d_param")
+            p = layer.pooling3d_param
+            if p.pool not in (0, 1):
+                raise _err(path, f"{where}: Pooling3D supports MAX and AVE only")
+            if p.kernel_size <= 0 or p.kernel_depth <= 0:
+                raise _err(path, f"{where}: pooling3d_param.kernel_size and kernel_depth must be > 0")
+            if p.stride <= 0 or p.temporal_stride <= 0:
+                raise _err(path, f"{where}: stride and temporal_stride must be > 0")
+            if p.pad >= p.kernel_size or p.temporal_pad >= p.kernel_depth:
+                raise _err(path, f"{where}: pad must be smaller than the kernel")
+        if layer.type == "Pooling" and (layer.HasField("pooling3d_param")):
+            raise _err(path, f"{where}: type Pooling with pooling3d_param; use type Pooling3D")
+        if layer.type == "Python":
+            if not layer.python_param.module or not layer.python_param.layer:
+                raise _err(path, f"{where}: python_param needs module and layer")
+        if layer.type == "HDF5Data":
+            src = Path(layer.hdf5_data_param.source)
+            if not src.exists():
+                raise _err(path, f"{where}: HDF5Data source list {src} not found")
+
+
+def validate_net(net, path, phase="TEST", input_shapes=None):
+    """Structure and shapes of a parsed net; returns the shape inference."""
+    check_structure(net, path)
+    try:
+        return shapes.infer_net(net, phase, input_shapes)
+    except shapes.ShapeError as e:
+        raise _err(path, f"{e} [phase {shapes.phase_name(phase)}]") from None
+
+
+def validate_net_file(path, phase="TEST", input_shapes=None):
+    net = load_net(path)
+    validate_net(net, path, phase, input_shapes)
+    return net
+
+
+def check_input_size(length: int, height: int, width: int, where: str = "input") -> None:
+    """V2V needs L divisible by 8 and H, W divisible by 16 (three 2× poolings in time,
+    four in space, undone by the deconvolutions)."""
+    if length % 8 or height % 16 or width % 16 or min(length, height, width) <= 0:
+        raise ValidationError(f"{where}: clip size {length}×{height}×{width} (L×H×W) is not "
+                              "valid for V2V: L must be a multiple of 8 and H, W multiples of 16")
+
+
+# --------------------------------------------------------------------------- solvers
+def load_solver(path):
+    return parse_text(path, pb2().SolverParameter(), "solver prototxt")
+
+
+def solver_nets(solver) -> list[tuple[str, str]]:
+    """(path, phase) of every net file a solver names."""
+    out = []
+    if solver.net:
+        out += [(solver.net, "TRAIN"), (solver.net, "TEST")]
+    if solver.train_net:
+        out.append((solver.train_net, "TRAIN"))
+    out += [(t, "TEST") for t in solver.test_net]
+    return out
+
+
+def validate_solver_file(path, check_nets: bool = True):
+    path = Path(path)
+    s = load_solver(path)
+    nets = solver_nets(s)
+    if not nets:
+        if s.HasField("net_param") or s.HasField("train_net_param"):
+            raise _err(path, "inline net_param is not supported here; name a net file")
+        raise _err(path, "names no net (set `net:` or `train_net:`)")
+    if s.lr_policy and s.lr_policy not in LR_POLICIES:
+        raise _err(path, f"unknown lr_policy '{s.lr_policy}' (one of {sorted(LR_POLICIES)})")
+    if s.lr_policy == "step" and s.stepsize <= 0:
+        raise _err(path, "lr_policy step needs stepsize > 0")
+    if s.lr_policy == "multistep" and not len(s.stepvalue):
+        raise _err(path, "lr_policy multistep needs stepvalue")
+    if s.type and s.type not in SOLVER_TYPES:
+        raise _err(path, f"unknown solver type '{s.type}'")
+    if s.base_lr < 0:
+        raise _err(path, "base_lr must be >= 0")
+    if s.max_iter <= 0:
+        raise _err(path, "max_iter must be > 0")
+    if s.test_interval > 0 and len(s.test_iter) == 0 and any(p == "TEST" for _, p in nets):
+        # Caffe CHECKs that test_iter is given for each test net.
+        raise _err(path, "test_interval is set but test_iter is missing")
+    if check_nets:
+        for net_path, phase in nets:
+            try:
+                validate_net_file(net_path, phase)
+            except ValidationError as e:
+                raise ValidationError(f"{e}\n  (named by solver {path})") from None
+    return s
+
+
+# --------------------------------------------------------------------------- weights
+def validate_weights(weights, net, net_path) -> None:
+    """A caffemodel must parse and its blobs must fit the layers they copy into by name."""
+    weights = Path(weights)
+    if not weights.exists():
+        raise _err(weights, "weights file not found")
+    if weights.suffix in (".prototxt", ".txt"):
+        raise _err(weights, "is a text file; -weights takes a binary .caffemodel")
+    model = pb2().NetParameter()
+    try:
+        model.ParseFromString(weights.read_bytes())
+    except Exception as e:  # protobuf DecodeError and friends
+        raise _err(weights, f"is not a Caffe model (protobuf parse failed: {e})") from None
+    if len(model.layers) and not len(model.layer):
+        raise _err(weights, "is an old-format (V1 / C3D-v1.0) caffemodel; convert it first: "
+                            "python -m tools.convert_c3d " + str(weights))
+    if not len(model.layer):
+        raise _err(weights, "holds no layers: not a Caffe model")
+    infos = {i.name: i for i in shapes.infer_net(net, "TRAIN")} if net is not None else {}
+    source = {layer.name: layer for layer in model.layer}
+    copied = 0
+    for name, info in infos.items():
+        if name not in source or not info.param_shapes:
+            continue
+        blobs = source[name].blobs
+        if len(blobs) != len(info.param_shapes):
+            raise _err(weights, f"layer '{name}' has {len(blobs)} blobs but {net_path} "
+                                f"expects {len(info.param_shapes)}")
+        for j, (bp, want) in enumerate(zip(blobs, info.param_shapes)):
+            got = tuple(bp.shape.dim) if bp.HasField("shape") else \
+                tuple(d for d in (bp.num, bp.channels, bp.height, bp.width))
+            if got != tuple(want) and not (
+                    not bp.HasField("shape") and shapes.math.prod(got) == shapes.math.prod(want)
+                    and len(want) <= 4):
+                raise _err(weights, f"layer '{name}' blob {j} is {shapes.fmt(got)} but {net_path} "
+                                    f"expects {shapes.fmt(want)}")
+        copied += 1
+    if infos and copied == 0:
+        raise _err(weights, f"shares no layer name with {net_path}: nothing would be copied")
+
+
+# --------------------------------------------------------------------------- CLI
+def parse_caffe_args(argv: list[str]) -> tuple[str | None, dict[str, str]]:
+    """Caffe's gflags: `-flag value`, `-flag=value`, `--flag value`."""
+    cmd = None
+    flags: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("-"):
+            key = a.lstrip("-")
+            if "=" in key:
+                key, val = key.split("=", 1)
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                val = argv[i + 1]
+                i += 1
+            else:
+                val = "true"
+            flags[key] = val
+        elif cmd is None:
+            cmd = a
+        i += 1
+    return cmd, flags
+
+
+def check_caffe_command(argv: list[str]) -> None:
+    cmd, f = parse_caffe_args(argv)
+    if cmd == "train":
+        if "solver" not in f:
+            raise ValidationError("caffe train needs -solver SOLVER.prototxt")
+        solver = validate_solver_file(f["solver"])
+        if "weights" in f and "snapshot" in f:
+            raise ValidationError("give -weights or -snapshot, not both")
+        if "snapshot" in f:
+            snap = Path(f["snapshot"])
+            if not snap.exists():
+                raise _err(snap, "snapshot (.solverstate) not found")
+        train_path = solver.net or solver.train_net
+        if "weights" in f:
+            net = load_net(train_path)
+            for w in f["weights"].split(","):
+                validate_weights(w, net, train_path)
+        if solver.snapshot_prefix:
+            parent = Path(solver.snapshot_prefix).parent
+            parent.mkdir(parents=True, exist_ok=True)  # Caffe does not create it
+    elif cmd in ("test", "time"):
+        if "model" not in f:
+            raise ValidationError(f"caffe {cmd} needs -model NET.prototxt")
+        phase = f.get("phase", "TEST" if cmd == "test" else "TRAIN").upper()
+        net = validate_net_file(f["model"], phase)
+        if "weights" in f:
+            for w in f["weights"].split(","):
+                validate_weights(w, net, f["model"])
+        elif cmd == "test":
+            raise ValidationError("caffe test needs -weights MODEL.caffemodel")
+        if "iterations" in f:
+            try:
+                if int(f["iterations"]) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise ValidationError(f"-iterations must be a positive integer, got {f['iterations']}") from None
+    if "gpu" in f and f["gpu"] not in ("", "false") and not cuda_build():
+        raise ValidationError("-gpu given, but this engine is a CPU-only build "
+                              "(use the GPU docker image, see docker/README.md)")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "--caffe-args":
+            check_caffe_command(argv[1:])
+            return 0
+        if not argv or argv[0] in ("-h", "--help"):
+            print(__doc__)
+            return 0 if argv else 2
+        for p in argv:
+            text = _read_text(Path(p), "prototxt")
+            if "net:" in text or "train_net:" in text or "base_lr" in text:
+                validate_solver_file(p)
+            else:
+                for phase in ("TRAIN", "TEST"):
+                    validate_net_file(p, phase)
+            print(f"{p}: ok")
+        return 0
+    except ValidationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
