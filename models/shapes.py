@@ -39,12 +39,15 @@ class LayerInfo:
     flops: int = 0
 
     @property
-    def params(self) -> int:
+    def params(self) -> int | None:
+        """Parameter count; None when a shape is not fully known."""
+        if any(s is None or None in s for s in self.param_shapes):
+            return None
         return sum(math.prod(s) for s in self.param_shapes)
 
 
 def fmt(shape) -> str:
-    return "×".join(str(d) for d in shape) if shape is not None else "?"
+    return "×".join("?" if d is None else str(d) for d in shape) if shape is not None else "?"
 
 
 def phase_name(p) -> str:
@@ -320,6 +323,26 @@ def _softmax_loss_check(layer, bs):
                          f"{fmt(pred)} needs {outer * inner} (N×L×H×W)")
 
 
+def param_shapes_without_input(layer) -> list:
+    """Parameter shapes known from the layer alone (None for the input-channel axis):
+    used when the bottom shape is unknown (e.g. a Python data layer without
+    infer_top_shapes)."""
+    t = layer.type
+    if t in ("Convolution3D", "Deconvolution3D") and layer.HasField("convolution3d_param"):
+        p = layer.convolution3d_param
+        k = (p.kernel_depth, p.kernel_size, p.kernel_size)
+        w = (None, p.num_output // max(p.group, 1), *k) if t == "Deconvolution3D" else \
+            (p.num_output, None, *k)
+        return [w] + ([(1, 1, 1, 1, p.num_output)] if p.bias_term else [])
+    if t in ("Convolution", "Deconvolution"):
+        p = layer.convolution_param
+        return [None] + ([(p.num_output,)] if p.bias_term else [])
+    if t == "InnerProduct":
+        p = layer.inner_product_param
+        return [(p.num_output, None)] + ([(p.num_output,)] if p.bias_term else [])
+    return []
+
+
 def infer_layer(layer, bs):
     """Top shapes, parameter shapes and FLOPs of one layer given its bottom shapes."""
     t = layer.type
@@ -338,7 +361,7 @@ def infer_layer(layer, bs):
     if t == "Python":
         return _python(layer, bs)
     if any(s is None for s in bs):
-        return [None] * len(layer.top), [], 0
+        return [None] * len(layer.top), param_shapes_without_input(layer), 0
     if t == "Convolution3D":
         return _conv3d(layer, bs[0], deconv=False)
     if t == "Deconvolution3D":

@@ -196,6 +196,13 @@ def validate_solver_file(path, check_nets: bool = True):
     return s
 
 
+def ensure_snapshot_dir(solver) -> None:
+    """Caffe aborts when the snapshot_prefix folder is missing; make it (relative to the
+    current directory, as Caffe reads it)."""
+    if solver.snapshot_prefix:
+        Path(solver.snapshot_prefix).parent.mkdir(parents=True, exist_ok=True)
+
+
 # --------------------------------------------------------------------------- weights
 def validate_weights(weights, net, net_path) -> None:
     """A caffemodel must parse and its blobs must fit the layers they copy into by name."""
@@ -227,9 +234,12 @@ def validate_weights(weights, net, net_path) -> None:
         for j, (bp, want) in enumerate(zip(blobs, info.param_shapes)):
             got = tuple(bp.shape.dim) if bp.HasField("shape") else \
                 tuple(d for d in (bp.num, bp.channels, bp.height, bp.width))
-            if got != tuple(want) and not (
-                    not bp.HasField("shape") and shapes.math.prod(got) == shapes.math.prod(want)
-                    and len(want) <= 4):
+            if want is None:
+                continue
+            legacy_ok = (not bp.HasField("shape") and len(want) <= 4 and None not in want
+                         and shapes.math.prod(got) == shapes.math.prod(want))
+            if not legacy_ok and (len(got) != len(want) or
+                                  any(w is not None and g != w for g, w in zip(got, want))):
                 raise _err(weights, f"layer '{name}' blob {j} is {shapes.fmt(got)} but {net_path} "
                                     f"expects {shapes.fmt(want)}")
         copied += 1
@@ -278,9 +288,7 @@ def check_caffe_command(argv: list[str]) -> None:
             net = load_net(train_path)
             for w in f["weights"].split(","):
                 validate_weights(w, net, train_path)
-        if solver.snapshot_prefix:
-            parent = Path(solver.snapshot_prefix).parent
-            parent.mkdir(parents=True, exist_ok=True)  # Caffe does not create it
+        ensure_snapshot_dir(solver)
     elif cmd in ("test", "time"):
         if "model" not in f:
             raise ValidationError(f"caffe {cmd} needs -model NET.prototxt")
