@@ -93,7 +93,7 @@ def python_paths(venv: Path) -> tuple[str, str]:
 
 def makefile_config(venv: Path, cuda: bool) -> str:
     py_inc, py_ver = python_paths(venv)
-    np_inc, _ = numpy_include(venv)
+    _, np_ver = numpy_include(venv)
     boost_py = "boost_python" + py_ver.replace(".", "")
     arch = os.environ.get("V2V_CUDA_ARCH",
                           "-gencode arch=compute_70,code=sm_70 "
@@ -108,7 +108,10 @@ def makefile_config(venv: Path, cuda: bool) -> str:
         "USE_LMDB := 1",
         "BLAS := open",
         "BLAS_INCLUDE := /usr/include/x86_64-linux-gnu/openblas-pthread",
-        f"PYTHON_INCLUDE := {py_inc} {np_inc}",
+        # NumPy's headers are copied into the tree (see prepare_tree): the config, and so
+        # the cache key, must not depend on where this checkout's venv lives.
+        f"# numpy {np_ver}",
+        f"PYTHON_INCLUDE := {py_inc} $(CURDIR)/numpy-include",
         f"PYTHON_LIBRARIES := {boost_py} python{py_ver}",
         "PYTHON_LIB := /usr/lib",
         "WITH_PYTHON_LAYER := 1",
@@ -191,9 +194,20 @@ def pristine(sdist: Path, rel: str) -> str:
         return tf.extractfile(f"{SDIST_NAME}-{SDIST_VERSION}/{rel}").read().decode()
 
 
-def prepare_tree(src: Path, sdist: Path, config: str) -> list[str]:
+def copy_numpy_headers(src: Path, venv: Path) -> bool:
+    np_inc = Path(numpy_include(venv)[0])
+    changed = False
+    for f in np_inc.rglob("*"):
+        if f.is_file():
+            changed |= write_if_changed(src / "numpy-include" / f.relative_to(np_inc), f.read_bytes())
+    return changed
+
+
+def prepare_tree(src: Path, sdist: Path, config: str, venv: Path) -> list[str]:
     """Put our files into an unpacked (or copied) source tree, touching only changes."""
     changed = []
+    if copy_numpy_headers(src, venv):
+        changed.append("numpy headers")
     proto = "src/caffe/proto/caffe.proto"
     if write_if_changed(src / proto, patched_proto(pristine(sdist, proto)).encode()):
         changed.append("caffe.proto")
@@ -229,6 +243,8 @@ def invalidate(src: Path, changed: list[str]) -> None:
     """
     objdir = src / ".temp_release"
     ours = [c for c in changed if c.startswith("v2v_")]
+    if "numpy headers" in changed:  # only pycaffe includes them
+        (src / "python/caffe/_caffe.so").unlink(missing_ok=True)
     if any(c in ("Makefile", "Makefile.config") or c.endswith(".hpp") and not c.startswith("v2v_")
            for c in changed):
         log("build configuration or a shared header changed: full rebuild")
@@ -304,7 +320,7 @@ def build(cache: Path, venv: Path, cuda: bool, force: bool) -> Path:
         for stale in ["src/caffe/proto/caffe.pb.cc", "src/caffe/proto/caffe.pb.h",
                       "include/caffe/proto/caffe.pb.h", "python/caffe/proto/caffe_pb2.py"]:
             (work / stale).unlink(missing_ok=True)
-    invalidate(work, prepare_tree(work, sdist, config))
+    invalidate(work, prepare_tree(work, sdist, config, venv))
     run_make(work, os.cpu_count() or 2)
     check = subprocess.run([str(work / CAFFE_BIN), "--version"],
                            capture_output=True, text=True)

@@ -184,9 +184,9 @@ def validate_solver_file(path, check_nets: bool = True):
         raise _err(path, "base_lr must be >= 0")
     if s.max_iter <= 0:
         raise _err(path, "max_iter must be > 0")
-    if s.test_interval > 0 and len(s.test_iter) == 0 and any(p == "TEST" for _, p in nets):
-        # Caffe CHECKs that test_iter is given for each test net.
-        raise _err(path, "test_interval is set but test_iter is missing")
+    if len(s.test_net) > len(s.test_iter):
+        # Caffe CHECKs that test_iter is given for each test_net file.
+        raise _err(path, "each test_net needs a test_iter")
     if check_nets:
         for net_path, phase in nets:
             try:
