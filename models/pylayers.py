@@ -83,7 +83,7 @@ class _PairLoss(_Layer):
 
     @classmethod
     def infer_top_shapes(cls, param_str, bottom_shapes):
-        _params(param_str, cls.ALLOWED, cls.__name__)
+        cls._check(_params(param_str, cls.ALLOWED, cls.__name__))
         if len(bottom_shapes) != 2:
             raise ValueError(f"{cls.__name__} needs 2 bottoms (prediction, target), "
                              f"got {len(bottom_shapes)}")
@@ -98,9 +98,10 @@ class _PairLoss(_Layer):
             raise ValueError(f"{type(self).__name__} needs 2 bottoms (prediction, target)")
         if len(top) != 1:
             raise ValueError(f"{type(self).__name__} has one top (the loss)")
-        self._check()
+        self._check(self.p)
 
-    def _check(self):
+    @classmethod
+    def _check(cls, p):
         pass
 
     def reshape(self, bottom, top):
@@ -114,10 +115,11 @@ class HuberLoss(_PairLoss):
     __doc__ = __doc__.split("``HuberLoss``")[1].split("``ClippedEuclideanLoss``")[0]
     ALLOWED = {"variant": "paper"}
 
-    def _check(self):
-        if self.p["variant"] not in ("paper", "standard"):
+    @classmethod
+    def _check(cls, p):
+        if p["variant"] not in ("paper", "standard"):
             raise ValueError(f"HuberLoss: variant must be 'paper' or 'standard', "
-                             f"got {self.p['variant']!r}")
+                             f"got {p['variant']!r}")
 
     @staticmethod
     def value(x: np.ndarray, variant: str = "paper") -> np.ndarray:
@@ -128,10 +130,10 @@ class HuberLoss(_PairLoss):
     def forward(self, bottom, top):
         d = (bottom[0].data - bottom[1].data.reshape(bottom[0].data.shape)).astype(np.float64)
         self.d = d
-        top[0].data[...] = self.value(d, self.p["variant"]).sum() / bottom[0].num
+        top[0].data[...] = self.value(d, self.p["variant"]).sum() / bottom[0].data.shape[0]
 
     def backward(self, top, propagate_down, bottom):
-        g = np.clip(self.d, -1.0, 1.0) * (top[0].diff.item() / bottom[0].num)
+        g = np.clip(self.d, -1.0, 1.0) * (top[0].diff.item() / bottom[0].data.shape[0])
         if propagate_down[0]:
             bottom[0].diff[...] = g
         if propagate_down[1]:
@@ -148,7 +150,7 @@ class ClippedEuclideanLoss(_PairLoss):
         top[0].data[...] = (self.d ** 2).sum() / bottom[0].count
 
     def backward(self, top, propagate_down, bottom):
-        g = self.d * (top[0].diff.item() / bottom[0].num)
+        g = self.d * (top[0].diff.item() / bottom[0].data.shape[0])
         if propagate_down[0]:
             bottom[0].diff[...] = g
         if propagate_down[1]:

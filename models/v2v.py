@@ -327,7 +327,11 @@ def loss_layers(v: Variant, score: str):
     if v.loss == "clipped":
         return [Layer("loss", "Python", [score, "label"], "loss", loss_weight=1.0,
                       python_param={"module": "models.pylayers", "layer": "ClippedEuclideanLoss"})]
-    return [Layer("loss", "EuclideanLoss", [score, "label"], "loss")]
+    # Caffe's EuclideanLoss divides by num(), a legacy accessor that aborts on 5D blobs:
+    # flatten both to N×(C·L·H·W) first (same sum, same ÷2N).
+    return [Layer("flat_pred", "Flatten", score, "flat_pred"),
+            Layer("flat_label", "Flatten", "label", "flat_label"),
+            Layer("loss", "EuclideanLoss", ["flat_pred", "flat_label"], "loss")]
 
 
 def output_layers(v: Variant, score: str):
