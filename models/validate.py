@@ -310,6 +310,21 @@ def check_caffe_command(argv: list[str]) -> None:
                               "(use the GPU docker image, see docker/README.md)")
 
 
+def is_solver_file(path) -> bool:
+    """A prototxt that parses as a SolverParameter naming a net, not as a net."""
+    text = _read_text(Path(path), "prototxt")
+    try:
+        text_format.Parse(text, pb2().NetParameter())
+        return False
+    except text_format.ParseError:
+        pass
+    try:
+        s = text_format.Parse(text, pb2().SolverParameter())
+        return bool(solver_nets(s))
+    except text_format.ParseError:
+        return False
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -320,8 +335,7 @@ def main(argv=None) -> int:
             print(__doc__)
             return 0 if argv else 2
         for p in argv:
-            text = _read_text(Path(p), "prototxt")
-            if "net:" in text or "train_net:" in text or "base_lr" in text:
+            if is_solver_file(p):
                 validate_solver_file(p)
             else:
                 for phase in ("TRAIN", "TEST"):
