@@ -485,7 +485,8 @@ class SoftmaxWithLoss(CaffeLayer):
                 raise self.err(f"label values outside [0, {k}) that are not ignore_label")
         lp3 = logp.reshape(outer, k, inner)
         picked = lp3.gather(1, safe.unsqueeze(1)).squeeze(1)
-        picked = picked.clamp(min=math.log(FLT_MIN))   # Caffe: -log(max(p, FLT_MIN))
+        # Caffe: loss -log(max(p, FLT_MIN)) but gradient p - 1 even where p < FLT_MIN
+        picked = picked + (picked.detach().clamp(min=math.log(FLT_MIN)) - picked.detach())
         loss = -(picked * valid).sum()
         mode = _normalization(self.lp)
         norm = _normalizer(mode, outer, inner, valid.sum() if has_ignore else outer * inner)

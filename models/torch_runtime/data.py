@@ -1,0 +1,113 @@
+"""Torch data over the nets' own data layers (the same databases, the same code as Caffe).
+
+A train_val prototxt's data come from Python data layers (``data_prep.layers.ClipDataLayer``
+and friends). ``LayerDataset`` runs that very layer class outside Caffe (its setup, reshape
+and forward on NumPy blobs) and yields one dict ``{top: tensor}`` per forward, i.e. per
+Caffe iteration, so a torch run sees the same batches in the same order as ``caffe train``
+with the same param_str (seed included).
+
+Under DDP, rank r of R reads with ``seed + r`` when the layer's param_str is a JSON object
+with a "seed" key, so ranks see different clips (Caffe's multi-GPU solver gives each GPU
+its own data layer the same way). ``data_prep`` is imported only here, lazily, by the
+layer's own module name.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+
+import torch
+
+from .pylayers_torch import ShimBlob, instantiate_python_layer
+
+
+def _with_rank_seed(lp, rank: int):
+    if rank == 0:
+        return lp
+    try:
+        p = json.loads(lp.python_param.param_str)
+    except (ValueError, TypeError):
+        return lp
+    if not isinstance(p, dict) or "seed" not in p:
+        return lp
+    p["seed"] = int(p["seed"]) + rank
+    new = type(lp)()
+    new.CopyFrom(lp)
+    new.python_param.param_str = json.dumps(p)
+    return new
+
+
+class LayerDataset(torch.utils.data.IterableDataset):
+    """Endless stream of batches from one Python data layer (no bottoms)."""
+
+    def __init__(self, lp, phase: str, rank: int = 0):
+        super().__init__()
+        if lp.type != "Python" or len(lp.bottom):
+            raise ValueError(f"layer '{lp.name}' ({lp.type}) is not a Python data layer")
+        self.lp = _with_rank_seed(lp, rank)
+        self.phase = phase
+        self.tops = list(lp.top)
+        self._layer = None
+
+    def _setup(self):
+        layer = instantiate_python_layer(self.lp, self.phase)
+        self._blobs = [ShimBlob() for _ in self.tops]
+        layer.setup([], self._blobs)
+        self._layer = layer
+
+    def next_batch(self) -> dict:
+        if self._layer is None:
+            self._setup()
+        self._layer.reshape([], self._blobs)
+        self._layer.forward([], self._blobs)
+        return {t: torch.from_numpy(b.data.copy()) for t, b in zip(self.tops, self._blobs)}
+
+    def __iter__(self):
+        while True:
+            yield self.next_batch()
+
+
+class NetFeed:
+    """All data layers of a TorchNet, merged into one dict per iteration, optionally
+    prefetched in a background thread (``prefetch`` batches ahead) and moved to ``device``."""
+
+    def __init__(self, net, rank: int = 0, prefetch: int = 2, device=None):
+        self.sets = [LayerDataset(layer.lp, net.phase, rank) for layer in net.data_layers
+                     if layer.ltype == "Python"]
+        others = [layer.lname for layer in net.data_layers if layer.ltype != "Python"]
+        self.fed_by_caller = others
+        self.device = device
+        self.prefetch = prefetch
+        self._q = None
+
+    def _one(self):
+        out = {}
+        for s in self.sets:
+            out.update(s.next_batch())
+        return out
+
+    def _worker(self):
+        while True:
+            try:
+                self._q.put(("ok", self._one()))
+            except Exception as e:  # noqa: BLE001 - handed to the consumer
+                self._q.put(("err", e))
+                return
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.prefetch <= 0:
+            b = self._one()
+        else:
+            if self._q is None:
+                self._q = queue.Queue(self.prefetch)
+                threading.Thread(target=self._worker, daemon=True).start()
+            kind, b = self._q.get()
+            if kind == "err":
+                raise b
+        if self.device is not None:
+            b = {k: v.to(self.device, non_blocking=True) for k, v in b.items()}
+        return b
