@@ -140,7 +140,8 @@ class TorchNet(nn.Module):
                         missing = [t for t, s in zip(lp.top, tshapes) if s is None]
                         raise ValueError(
                             f"layer '{lp.name}' ({lp.type}): give the shapes of {missing} with "
-                            f"input_shapes= (the layer cannot tell them)")
+                            f"input_shapes= (the layer cannot tell them"
+                            + (f": {layer.shape_error})" if getattr(layer, "shape_error", None) else ")"))
                     tshapes = [s if s is not None else tuple(k) for s, k in zip(tshapes, known)]
                 self.input_names += [t for t in lp.top if t not in self.input_names]
             else:

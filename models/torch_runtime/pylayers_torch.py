@@ -220,11 +220,18 @@ class PythonData(CaffeLayer):
         except ValueError:
             return None
         f = getattr(cls, "infer_top_shapes", None)
-        if f is None:
-            return None
+        self.shape_error = None
         try:
-            return [tuple(s) for s in f(self.lp.python_param.param_str, [])]
-        except Exception:  # noqa: BLE001 - a database that is not there yet
+            if f is not None:
+                return [tuple(s) for s in f(self.lp.python_param.param_str, [])]
+            # as Caffe does: set the layer up and reshape it (opens its database)
+            obj = instantiate_python_layer(self.lp, self.phase)
+            tops = [ShimBlob() for _ in self.lp.top]
+            obj.setup([], tops)
+            obj.reshape([], tops)
+            return [tuple(t.data.shape) for t in tops]
+        except Exception as e:  # noqa: BLE001 - e.g. a database that is not there yet
+            self.shape_error = f"{type(e).__name__}: {e}"
             return None
 
 

@@ -81,7 +81,9 @@ class CaffeSGD:
                              f"(SGD and Nesterov are)")
         if sp.regularization_type not in ("L1", "L2"):
             raise ValueError(f"unknown regularization_type {sp.regularization_type!r}")
-        self.specs = [(p, lr, dm) for p, lr, dm, *_ in param_specs if p.requires_grad]
+        # every learnable blob, frozen ones (lr_mult 0) included, in Caffe's order: the
+        # history list then matches Caffe's .solverstate blob for blob
+        self.specs = [(p, lr, dm) for p, lr, dm, *_ in param_specs]
         self.history = [torch.zeros_like(p) for p, *_ in self.specs]
         self.iter = 0
         self.lr_state: dict = {}
@@ -107,6 +109,9 @@ class CaffeSGD:
         mom = sp.momentum
         iter_size = max(1, sp.iter_size)
         for (p, lr, dm), g, h in zip(self.specs, grads, self.history):
+            if lr == 0:      # Caffe: history stays 0·h + 0, the blob does not move
+                h.mul_(mom)
+                continue
             d = g.float()
             if iter_size > 1:
                 d = d * (1.0 / iter_size)

@@ -1,0 +1,178 @@
+"""Caffe's SGD solver semantics: 10 iterations of pycaffe's SGDSolver and of the torch
+Trainer, from the same weights and the same Python data layer, give the same weights."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch runtime tests need torch==2.13.0 (make setup-torch)")
+
+from models.torch_runtime import TorchNet, load_caffemodel  # noqa: E402
+from models.torch_runtime.solver import learning_rate, read_solver_param  # noqa: E402
+from models.torch_runtime.train import Trainer  # noqa: E402
+
+DATA_LAYER = '''
+import json
+import numpy as np
+import caffe
+
+
+class SeqData(caffe.Layer):
+    """Deterministic batches: batch i is drawn from seed + i (a clip and its labels)."""
+
+    def setup(self, bottom, top):
+        p = json.loads(self.param_str)
+        self.shape, self.k, self.seed, self.i = p["shape"], p["k"], p["seed"], 0
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*self.shape)
+        top[1].reshape(self.shape[0], 1, *self.shape[2:])
+
+    def forward(self, bottom, top):
+        rng = np.random.default_rng(self.seed + self.i)
+        self.i += 1
+        top[0].data[...] = rng.standard_normal(self.shape)
+        lab = rng.integers(0, self.k, size=top[1].data.shape).astype(np.float32)
+        lab[rng.random(lab.shape) < 0.1] = 255
+        top[1].data[...] = lab
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+'''
+
+NET = '''name: "tiny"
+layer { name: "data" type: "Python" top: "data" top: "label"
+  python_param { module: "torch_solver_data" layer: "SeqData"
+                 param_str: '{"shape": [2, 3, 4, 8, 8], "k": 4, "seed": 7}' } }
+layer { name: "conv1" type: "Convolution3D" bottom: "data" top: "conv1"
+  param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }
+  convolution3d_param { num_output: 6 kernel_size: 3 kernel_depth: 3 pad: 1 temporal_pad: 1
+    weight_filler { type: "gaussian" std: 0.2 } bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling3D" bottom: "conv1" top: "pool1"
+  pooling3d_param { pool: MAX kernel_size: 2 kernel_depth: 2 stride: 2 temporal_stride: 2 } }
+layer { name: "frozen" type: "Convolution3D" bottom: "pool1" top: "frozen"
+  param { lr_mult: 0 } param { lr_mult: 0 }
+  convolution3d_param { num_output: 6 kernel_size: 1 kernel_depth: 1
+    weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "deconv" type: "Deconvolution3D" bottom: "frozen" top: "deconv"
+  param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }
+  convolution3d_param { num_output: 4 kernel_size: 4 kernel_depth: 4 stride: 2 temporal_stride: 2
+    pad: 1 temporal_pad: 1
+    weight_filler { type: "gaussian" std: 0.2 } bias_filler { type: "constant" value: 0.0 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "deconv" bottom: "label" top: "loss"
+  loss_param { ignore_label: 255 normalization: VALID } }
+'''
+
+POLICIES = {
+    "step": 'lr_policy: "step" gamma: 0.5 stepsize: 3',
+    "fixed": 'lr_policy: "fixed"',
+    "inv": 'lr_policy: "inv" gamma: 0.1 power: 0.75',
+    "multistep": 'lr_policy: "multistep" gamma: 0.5 stepvalue: 2 stepvalue: 5 stepvalue: 7',
+}
+
+
+@pytest.fixture
+def data_module(tmp_path, monkeypatch):
+    (tmp_path / "torch_solver_data.py").write_text(DATA_LAYER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("torch_solver_data", None)
+
+
+def write_solver(tmp_path, policy, iter_size=1, extra=""):
+    (tmp_path / "net.prototxt").write_text(NET)
+    s = (f'net: "{tmp_path}/net.prototxt"\nbase_lr: 0.5\n{POLICIES[policy]}\nmomentum: 0.9\n'
+         f'weight_decay: 0.01\nmax_iter: 10\niter_size: {iter_size}\ndisplay: 0\nsnapshot: 0\n'
+         f'snapshot_prefix: "{tmp_path}/snap"\n{extra}\n')
+    (tmp_path / "solver.prototxt").write_text(s)
+    return tmp_path / "solver.prototxt"
+
+
+def rel(a, b):
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
+
+
+def run_both(caffe, tmp_path, policy, iter_size=1, extra="", steps=10):
+    solver_path = write_solver(tmp_path, policy, iter_size, extra)
+    cs = caffe.get_solver(str(solver_path))   # honours `type:` (SGDSolver() would not)
+    w0 = tmp_path / "w0.caffemodel"
+    cs.net.save(str(w0))
+    init = {k: [b.data.copy() for b in v] for k, v in cs.net.params.items()}
+    cs.step(steps)
+    tr = Trainer(solver_path, weights=w0, log=lambda *a: None)
+    tr.feed.prefetch = 0
+    tr.step(steps)
+    rows = []
+    for name, blobs in tr.net.params.items():
+        for i, p in enumerate(blobs):
+            c = cs.net.params[name][i].data
+            t = p.detach().numpy()
+            rows.append((f"{name}[{i}]", rel(c, t), rel(c - init[name][i], t - init[name][i])))
+    return rows, cs, tr, init
+
+
+@pytest.mark.parametrize("policy,iter_size", [("step", 1), ("fixed", 2), ("inv", 1), ("multistep", 1)])
+def test_ten_sgd_steps_match_pycaffe(caffe, data_module, policy, iter_size):
+    rows, cs, tr, init = run_both(caffe, data_module, policy, iter_size)
+    worst_w = max(r[1] for r in rows)
+    worst_update = max(r[2] for r in rows if not r[0].startswith("frozen"))
+    assert worst_w < 1e-5, rows
+    assert worst_update < 1e-3, rows
+    for i in range(2):   # lr_mult 0: not moved in either engine
+        np.testing.assert_array_equal(tr.net.params["frozen"][i].detach().numpy(), init["frozen"][i])
+    assert tr.iter == cs.iter == 10
+
+
+def test_clip_gradients_and_nesterov(caffe, data_module):
+    rows, *_ = run_both(caffe, data_module, "step", 1, 'clip_gradients: 0.05\ntype: "Nesterov"')
+    assert max(r[1] for r in rows) < 1e-5, rows
+    assert max(r[2] for r in rows if not r[0].startswith("frozen")) < 1e-3, rows
+
+
+def test_learning_rate_policies_match_caffe_formulas(tmp_path):
+    p = tmp_path / "s.prototxt"
+    p.write_text('base_lr: 0.01 lr_policy: "multistep" gamma: 0.1 stepvalue: 3 stepvalue: 6 max_iter: 10')
+    sp = read_solver_param(p)
+    assert [round(learning_rate(sp, i) / 0.01, 6) for i in (0, 2, 3, 5, 6, 9)] == [1, 1, 0.1, 0.1, 0.01, 0.01]
+    sp.lr_policy, sp.stepsize, sp.gamma = "step", 4, 0.5
+    assert learning_rate(sp, 7) == pytest.approx(0.005)
+    sp.lr_policy, sp.power = "poly", 2.0
+    assert learning_rate(sp, 5) == pytest.approx(0.01 * 0.25)
+    sp.lr_policy = "nope"
+    with pytest.raises(ValueError, match="nope"):
+        learning_rate(sp, 1)
+
+
+def test_snapshot_loads_in_caffe_and_resumes(caffe, data_module):
+    solver_path = write_solver(data_module, "step")
+    tr = Trainer(solver_path, log=lambda *a: None)
+    tr.feed.prefetch = 0
+    tr.step(3)
+    model = tr.snapshot()
+    assert model.name == "snap_iter_3.caffemodel"
+    cnet = caffe.Net(str(data_module / "net.prototxt"), str(model), caffe.TEST)
+    for name, blobs in tr.net.params.items():
+        for i, p in enumerate(blobs):
+            np.testing.assert_array_equal(cnet.params[name][i].data, p.detach().numpy())
+    # resume in pycaffe from our .solverstate, and in torch; 2 more steps agree
+    tr2 = Trainer(solver_path, log=lambda *a: None, resume=data_module / "snap_iter_3.solverstate")
+    assert tr2.iter == 3
+    for a, b in zip(tr.opt.history, tr2.opt.history):
+        assert torch.equal(a, b)
+    cs = caffe.SGDSolver(str(solver_path))
+    cs.restore(str(data_module / "snap_iter_3.solverstate"))
+    assert cs.iter == 3
+    for name, blobs in tr.net.params.items():
+        for i, p in enumerate(blobs):
+            np.testing.assert_array_equal(cs.net.params[name][i].data, p.detach().numpy())
+
+
+def test_net_from_solver_loads_caffemodel(caffe, data_module):
+    solver_path = write_solver(data_module, "fixed")
+    cs = caffe.SGDSolver(str(solver_path))
+    cs.net.save(str(data_module / "w.caffemodel"))
+    net = TorchNet(data_module / "net.prototxt", "TRAIN")
+    assert load_caffemodel(net, data_module / "w.caffemodel") == ["conv1", "frozen", "deconv"]
