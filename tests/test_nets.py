@@ -240,6 +240,12 @@ def test_train_net_forward_backward(caffe, tmp_path, key, rng):
     assert np.abs(net.params[head][0].diff).sum() > 0
     c1 = np.abs(net.params["conv1a"][0].diff).sum()
     assert (c1 == 0) if v.frozen else (c1 > 0), key
+    test = caffe.Net(str(path), caffe.TEST)  # TEST phase: + Accuracy for seg
+    _fill(test, v, rng)
+    out = test.forward()
+    assert np.isfinite(float(out["loss"]))
+    if v.task == "seg":
+        assert 0 <= float(out["accuracy"]) <= 1
 
 
 def test_train_val_data_layers_follow_contract():
@@ -263,9 +269,12 @@ def test_train_val_data_layers_follow_contract():
 
 @pytest.mark.skipif(not HAVE_DATA_LAYER, reason="data_prep.layers (ClipDataLayer) not there yet")
 @pytest.mark.parametrize("key", VARIANTS)
-def test_committed_train_val_validates(key):
+def test_committed_train_val_validates(key, monkeypatch):
+    from models.validate import validate_solver_file
+    monkeypatch.chdir(REPO)  # solvers name their nets relative to the repo root
     for phase in ("TRAIN", "TEST"):
         validate_net_file(PROTOTXT / f"{key}_train_val.prototxt", phase)
+    validate_solver_file(PROTOTXT / v2v.variant(key).solver_name)
 
 
 def _solver(tmp_path, net_path, lr):
