@@ -266,7 +266,8 @@ VARIANTS = [
             solver=FLOW_REL_SOLVER, solver_notes=FLOW_REL_NOTES,
             paper_row="§5 flow, as released (Euclidean, α=8)",
             choices="release: EuclideanLoss, truth scale 0.125 (α=8), base_lr 1e-7, 1.2M iters; "
-                    "release layer names; deconv5b on conv5b"),
+                    "release layer names; deconv5b on conv5b as the paper (our notes give conv5a only for the "
+                    "release seg net)"),
     Variant("color_v2v", "V2V video colorization", task="color", arch="v2v", init="scratch",
             loss="euclidean", solver=COLOR_SOLVER, solver_notes=COLOR_NOTES,
             solver_file="color_solver.prototxt",
