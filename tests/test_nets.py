@@ -332,3 +332,11 @@ def test_net_summary_tool():
     r = subprocess.run([sys.executable, "-m", "tools.net_summary", str(PROTOTXT / "seg_v2v_deploy.prototxt"),
                         "--input", "1,3,12,32,32"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode != 0 and "multiple" in r.stderr
+
+
+def test_nets_md_lists_every_net_with_its_measured_params():
+    text = (REPO / "models" / "NETS.md").read_text()
+    for key, n in EXPECTED_PARAMS.items():
+        row = next((line for line in text.splitlines() if line.startswith(f"| `{key}` |")), None)
+        assert row is not None, key
+        assert f"{n:,}" in row, (key, row)
