@@ -209,6 +209,8 @@ SEG_SOLVER = dict(base_lr=1e-4, lr_policy="step", gamma=0.1, stepsize=30000, max
 SEG_NOTES = dict(base_lr="paper", stepsize="paper: ÷10 every 30K", max_iter="paper: 100K",
                  momentum=R, weight_decay=R, test_iter="426 GATECH test clips (release list)",
                  test_interval="ours", snapshot="ours")
+SEG_BASELINE_NOTES = dict(SEG_NOTES, base_lr="paper's V2V value (none given for the baselines)",
+                          stepsize="paper's V2V value", max_iter="paper's V2V value")
 FLOW_SOLVER = dict(base_lr=1e-8, lr_policy="step", gamma=0.1, stepsize=200000, max_iter=800000,
                    momentum=0.9, weight_decay=0.0005, test_iter=1000, test_interval=50000,
                    snapshot=50000)
@@ -224,7 +226,8 @@ COLOR_NOTES = dict(FLOW_NOTES, max_iter="paper: 600K",
                    weight_decay="release flow solver (the paper gives none; no colour release)")
 
 _seg = dict(task="seg", solver=SEG_SOLVER, solver_notes=SEG_NOTES)
-_seg_scratch = dict(_seg, init="scratch")
+_seg_base = dict(_seg, solver_notes=SEG_BASELINE_NOTES)
+_seg_scratch = dict(_seg_base, init="scratch")
 VARIANTS = [
     Variant("seg_v2v", "V2V semantic segmentation (paper)", arch="v2v", init="C3D (fine-tune)",
             paper_row="Table 1, V2V (fine-tune), 76.0% pixel accuracy", solver_file="seg_solver.prototxt",
@@ -239,19 +242,19 @@ VARIANTS = [
             **_seg_scratch),
     Variant("seg_v2v_remove_skip", "V2V-remove-skip", arch="remove_skip", init="C3D (fine-tune)",
             paper_row="Table 1, V2V-remove-skip (fine-tune), 74.7%",
-            choices="paper: no conv3c/conv4c branches", **_seg),
+            choices="paper: no conv3c/conv4c branches", **_seg_base),
     Variant("seg_v2v_remove_skip_0", "V2V-remove-skip-0", arch="remove_skip",
             paper_row="Table 1, V2V-remove-skip-0 (from scratch), 60.8%",
             choices="paper: no conv3c/conv4c branches, from scratch", **_seg_scratch),
     Variant("seg_conv3b_up", "Conv3b+Up", arch="conv3b_up", init="C3D (fine-tune)",
             paper_row="Table 1, Conv3b+Up (fine-tune), 69.7%",
-            choices="paper: prediction conv on conv3b + fixed trilinear upsampling", **_seg),
+            choices="paper: prediction conv on conv3b + fixed trilinear upsampling", **_seg_base),
     Variant("seg_conv4b_up", "Conv4b+Up", arch="conv4b_up", init="C3D (fine-tune)",
             paper_row="Table 1, Conv4b+Up (fine-tune), 72.7%",
-            choices="paper: prediction conv on conv4b + fixed trilinear upsampling", **_seg),
+            choices="paper: prediction conv on conv4b + fixed trilinear upsampling", **_seg_base),
     Variant("seg_conv5b_up", "Conv5b+Up", arch="conv5b_up", init="C3D (fine-tune)",
             paper_row="Table 1, Conv5b+Up (fine-tune), 72.1%",
-            choices="paper: prediction conv on conv5b + fixed trilinear upsampling", **_seg),
+            choices="paper: prediction conv on conv5b + fixed trilinear upsampling", **_seg_base),
     Variant("seg_2d_v2v", "2D-V2V", arch="v2v", twod=True,
             paper_row="Table 1, 2D-V2V (from scratch), 55.7%",
             choices="paper: every 3D conv/pool/deconv made 2D (kernel_depth 1, temporal stride 1, "
