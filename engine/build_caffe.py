@@ -173,6 +173,23 @@ def patched_proto(original: str) -> str:
     return original[:pos] + FIELDS + original[pos:] + "\n" + PROTO_ADD.read_text()
 
 
+CAFFE_CPP_COPYLAYERS = """\
+// Load the weights of the given caffemodel(s) (comma-separated) into the train and test
+// nets, copying layers by name (restored by engine/build_caffe.py, as in BVLC Caffe).
+void CopyLayers(caffe::Solver<float>* solver, const std::string& model_list) {
+  std::vector<std::string> model_names;
+  boost::split(model_names, model_list, boost::is_any_of(","));
+  for (int i = 0; i < model_names.size(); ++i) {
+    LOG(INFO) << "Finetuning from " << model_names[i];
+    solver->net()->CopyTrainedLayersFrom(model_names[i]);
+    for (int j = 0; j < solver->test_nets().size(); ++j) {
+      solver->test_nets()[j]->CopyTrainedLayersFrom(model_names[i]);
+    }
+  }
+}
+
+"""
+
 # Small fixes to the sdist's own files: (file, old text, new text). Each must apply.
 SOURCE_PATCHES = [
     # Xavier/MSRA/positive-unitball fillers use num()/channels(), which CHECK-fail on
@@ -185,6 +202,13 @@ SOURCE_PATCHES = [
     # pycaffe's _caffe.so looks for libcaffe in ../../build/lib, but this fork's Makefile
     # builds into $(BUILD_DIR) = temp: point the rpath there.
     ("Makefile", "-Wl,-rpath,$(ORIGIN)/../../build/lib", "-Wl,-rpath,$(ORIGIN)/../../$(BUILD_DIR_LINK)/lib"),
+    # This fork's `caffe train` dropped BVLC's CopyLayers: -weights was silently ignored.
+    ("tools/caffe.cpp", "// Train / Finetune a model.\n", CAFFE_CPP_COPYLAYERS + "// Train / Finetune a model.\n"),
+    ("tools/caffe.cpp",
+     '    solver->Restore(FLAGS_snapshot.c_str());\n  }\n',
+     '    solver->Restore(FLAGS_snapshot.c_str());\n'
+     '  } else if (FLAGS_weights.size()) {\n'
+     '    CopyLayers(solver.get(), FLAGS_weights);\n  }\n'),
 ]
 CAFFE_BIN = "temp/tools/caffe.bin"  # the fork's Makefile fixes BUILD_DIR = temp
 

@@ -125,11 +125,6 @@ def seg_solver_copy(tmp_path, max_iter=1):
     return p, extra
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: the brocolli-caffe 9.0.2 tools/caffe.cpp train() never calls CopyLayers, so "
-    "`caffe train -weights X` silently trains from the fillers (no 'Finetuning from' line); "
-    "BVLC's caffe.cpp has `else if (FLAGS_weights.size()) CopyLayers(solver, FLAGS_weights)`. "
-    "Remove this mark when engine/build_caffe.py restores it."))
 def test_user_command_trains_from_converted_c3d(caffe, converted, tmp_path):
     d, weights = converted
     solver, extra = seg_solver_copy(tmp_path)
