@@ -207,7 +207,8 @@ def compare_with_caffe(src, phase="TEST", input_shapes=None, seed=0, tmpdir=None
         for i, p in enumerate(blobs):
             cd = cnet.params[name][i].diff
             if p.requires_grad:
-                rep.rows.append(("grad", f"{name}[{i}]", rel(cd, p.grad.numpy())))
+                g = p.grad.numpy() if p.grad is not None else np.zeros(p.shape, np.float32)
+                rep.rows.append(("grad", f"{name}[{i}]", rel(cd, g)))   # no grad: unused
             else:
                 rep.rows.append(("frozen", f"{name}[{i}]", float(np.abs(cd).max())))
     return rep
