@@ -1,0 +1,439 @@
+"""Clip databases: LMDB + manifest.json, written resumably, read by one small function.
+
+Layout of a database directory (default ``data/db/<dataset>/<split>``, models.paths):
+
+    data.mdb, lock.mdb   LMDB environment
+    manifest.json        written when the build finishes (absent = unfinished build)
+
+LMDB keys (ASCII):
+
+    r/<unit:07d>/<clip:05d>   one clip record (value: the fields' raw bytes, concatenated)
+    i/<unit:07d>/<clip:05d>   JSON {"item": source video/sequence, "start": first frame (0-based)}
+    u/<unit:07d>              JSON {"item": ..., "clips": n}: this work unit (a video) is complete
+    b/<unit:07d>              JSON {"item": ..., "error": message}: this unit failed (reported)
+
+``unit`` is the index of the source video in the tool's sorted input list, so the keys do
+not depend on which process or shard produced them: resumed, multi-process and merged
+sharded builds hold byte-identical records. A unit's records, info and done marker are
+written in one transaction, so a kill never leaves half a video.
+
+A record's value is the concatenation, in manifest ``fields`` order, of each field's
+C-contiguous bytes with the manifest's shape and dtype. Fields by task:
+
+    seg    frames (3, L, H, W) uint8 RGB;  label (1, L, H, W) uint8 class id, 255 = void
+    flow   frames (3, L, H, W) uint8 RGB;  flow (2, L, H, W) float16 (u, v) px, frame t → t+1
+    color  frames (3, L, H, W) uint8 RGB   (the gray input is computed by the data layer)
+    sintel frames (3, L, H, W) uint8 RGB;  flow (2, L, H, W) float32 (ground truth)
+
+manifest.json: format, dataset, split, task, fields {name: {shape, dtype}}, count,
+records [{key, item, start, sha256}], checksum (sha256 over the records' sha256s in key
+order: equal checksums = identical databases), bad [{item, error}], command (argv) and
+params (the tool's parameters), teacher parameters where flow was computed.
+
+``read_clip(db, i)`` returns record i (manifest order) as a dict of arrays.
+``python -m data_prep.db merge OUT SHARD...`` merges shards; ``python -m data_prep.db info DB``
+prints a manifest summary; ``python -m data_prep.db verify DB`` re-checks every checksum.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import traceback
+from functools import lru_cache
+from pathlib import Path
+
+import lmdb
+import numpy as np
+
+FORMAT = "v2v-clipdb-1"
+MAP_SIZE = int(os.environ.get("V2V_LMDB_MAP_SIZE", 1 << 40))  # 1 TiB of address space (sparse)
+
+
+class DBError(ValueError):
+    """A missing, unfinished or malformed database; the message names its path."""
+
+
+def _ukey(unit: int) -> str:
+    return f"{unit:07d}"
+
+
+def _open_env(path: Path, readonly: bool):
+    if readonly:
+        return lmdb.open(str(path), readonly=True, lock=False, readahead=False,
+                         max_readers=256, subdir=True)
+    path.mkdir(parents=True, exist_ok=True)
+    return lmdb.open(str(path), map_size=MAP_SIZE, subdir=True, sync=True, metasync=True)
+
+
+# ------------------------------------------------------------------------------- writing
+class ClipWriter:
+    """Resumable writer. ``fields``: {name: (shape, dtype)} (every record the same)."""
+
+    def __init__(self, path, fields: dict):
+        self.path = Path(path)
+        self.fields = {k: (tuple(int(x) for x in s), np.dtype(d).str) for k, (s, d) in fields.items()}
+        man = self.path / "manifest.json"
+        if man.exists():  # a finished db being resumed/extended: finalize writes it again
+            man.unlink()
+        self.env = _open_env(self.path, readonly=False)
+
+    def done_units(self) -> set[int]:
+        out = set()
+        with self.env.begin() as txn:
+            for prefix in (b"u/", b"b/"):
+                cur = txn.cursor()
+                if cur.set_range(prefix):
+                    for k in cur.iternext(values=False):
+                        if not k.startswith(prefix):
+                            break
+                        out.add(int(k[2:]))
+        return out
+
+    def encode(self, arrays: dict) -> bytes:
+        parts = []
+        for name, (shape, dtype) in self.fields.items():
+            a = np.ascontiguousarray(arrays[name], dtype=np.dtype(dtype))
+            if a.shape != shape:
+                raise ValueError(f"field {name}: shape {a.shape}, the database holds {shape}")
+            parts.append(a.tobytes())
+        return b"".join(parts)
+
+    def put_unit(self, unit: int, item: str, clips: list[tuple[int, dict]]):
+        """All clips of one unit (a video) in one transaction: [(start, {field: array})]."""
+        with self.env.begin(write=True) as txn:
+            for c, (start, arrays) in enumerate(clips):
+                k = f"{_ukey(unit)}/{c:05d}"
+                txn.put(f"r/{k}".encode(), self.encode(arrays))
+                txn.put(f"i/{k}".encode(), json.dumps({"item": item, "start": int(start)}).encode())
+            txn.delete(f"b/{_ukey(unit)}".encode())
+            txn.put(f"u/{_ukey(unit)}".encode(), json.dumps({"item": item, "clips": len(clips)}).encode())
+
+    def put_bad(self, unit: int, item: str, error: str):
+        with self.env.begin(write=True) as txn:
+            txn.put(f"b/{_ukey(unit)}".encode(), json.dumps({"item": item, "error": error}).encode())
+
+    def copy_from(self, other: Path):
+        """Copy every record/marker of another (shard) database into this one."""
+        src = _open_env(Path(other), readonly=True)
+        with src.begin() as s, self.env.begin(write=True) as d:
+            for k, v in s.cursor():
+                if k[:2] in (b"r/", b"i/", b"u/", b"b/"):
+                    d.put(k, v)
+        src.close()
+
+    def finalize(self, meta: dict) -> dict:
+        """Write manifest.json from the database's content (key order)."""
+        records, bad = [], []
+        h = hashlib.sha256()
+        with self.env.begin() as txn:
+            cur = txn.cursor()
+            if cur.set_range(b"b/"):
+                for k, v in cur:
+                    if not k.startswith(b"b/"):
+                        break
+                    bad.append(json.loads(v))
+            cur = txn.cursor()
+            if cur.set_range(b"r/"):
+                for k, v in cur:
+                    if not k.startswith(b"r/"):
+                        break
+                    key = k[2:].decode()
+                    info = json.loads(txn.get(b"i/" + k[2:]))
+                    digest = hashlib.sha256(v).hexdigest()
+                    h.update(digest.encode())
+                    records.append({"key": key, "item": info["item"], "start": info["start"],
+                                    "sha256": digest})
+        man = {"format": FORMAT, **meta,
+               "fields": {k: {"shape": list(s), "dtype": np.dtype(d).name} for k, (s, d) in self.fields.items()},
+               "count": len(records), "checksum": h.hexdigest(), "bad": bad, "records": records}
+        tmp = self.path / "manifest.json.part"
+        tmp.write_text(json.dumps(man, indent=1))
+        os.replace(tmp, self.path / "manifest.json")
+        return man
+
+    def close(self):
+        self.env.close()
+
+
+def progress(path) -> int:
+    """Number of finished units (done or bad) in a database being built (0 if none)."""
+    path = Path(path)
+    if not (path / "data.mdb").exists():
+        return 0
+    env = lmdb.open(str(path), readonly=True, lock=True, subdir=True)
+    try:
+        n = 0
+        with env.begin() as txn:
+            for k in txn.cursor().iternext(values=False):
+                n += k[:2] in (b"u/", b"b/")
+        return n
+    finally:
+        env.close()
+
+
+# ------------------------------------------------------------------------------- building
+def parse_shard(s: str | None) -> tuple[int, int]:
+    if not s:
+        return 0, 1
+    try:
+        k, n = (int(x) for x in s.split("/"))
+    except ValueError:
+        raise SystemExit(f"error: --shard wants k/N (e.g. 0/8), got {s!r}") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise SystemExit(f"error: --shard {s}: need 0 <= k < N")
+    return k, n
+
+
+def shard_path(out: Path, k: int, n: int) -> Path:
+    return Path(f"{out}.shard-{k}-of-{n}")
+
+
+def _call(args):
+    fn, unit, item, payload = args
+    try:
+        return unit, item, fn(item, payload), None
+    except Exception as e:  # noqa: BLE001 - a bad item is reported, the rest goes on
+        msg = str(e) or type(e).__name__
+        if os.environ.get("V2V_DEBUG"):
+            msg += "\n" + traceback.format_exc()
+        return unit, item, None, msg
+
+
+def build(out, units: list[tuple[str, object]], work, fields: dict, meta: dict,
+          workers: int = 1, shard: str | None = None, desc: str = "clips") -> dict | None:
+    """Run ``work(item, payload) -> [(start, {field: array})]`` over every unit (in several
+    processes), store the results resumably in ``out`` and write its manifest.
+
+    ``units`` is the sorted list of (item name, payload); a unit's index in it is its key.
+    A failing unit is reported with its error and listed at the end; the others go on.
+    With ``shard="k/N"`` only units with index % N == k run, into ``<out>.shard-k-of-N``
+    (merge with ``python -m data_prep.db merge``). Returns the manifest (None for a shard,
+    whose manifest is a partial one)."""
+    from tqdm import tqdm  # noqa: PLC0415
+    k, n = parse_shard(shard)
+    out = Path(out)
+    path = shard_path(out, k, n) if n > 1 else out
+    w = ClipWriter(path, fields)
+    done = w.done_units()
+    todo = [(work, i, item, payload) for i, (item, payload) in enumerate(units)
+            if i % n == k and i not in done]
+    mine = sum(1 for i in range(len(units)) if i % n == k)
+    if done:
+        print(f"[{desc}] resuming {path}: {mine - len(todo)} of {mine} items already done")
+    errors = []
+    bar = tqdm(total=mine, initial=mine - len(todo), desc=desc, unit="video", file=sys.stderr,
+               dynamic_ncols=True)
+    try:
+        if workers > 1 and len(todo) > 1:
+            import multiprocessing as mp  # noqa: PLC0415
+            ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            with ctx.Pool(workers) as pool:
+                for res in pool.imap_unordered(_call, todo):
+                    _store(w, res, errors, bar)
+        else:
+            for t in todo:
+                _store(w, _call(t), errors, bar)
+    finally:
+        bar.close()
+    man = w.finalize({**meta, "shard": f"{k}/{n}" if n > 1 else None})
+    w.close()
+    if man["bad"]:
+        print(f"\n[{desc}] {len(man['bad'])} bad item(s) skipped:", file=sys.stderr)
+        for b in man["bad"]:
+            print(f"  {b['item']}: {b['error']}", file=sys.stderr)
+    print(f"[{desc}] {path}: {man['count']} clips from {mine - len(man['bad'])} items, "
+          f"checksum {man['checksum'][:16]}")
+    if n > 1:
+        print(f"[{desc}] shard {k}/{n} done; when all shards are: "
+              f"python -m data_prep.db merge {out} {out}.shard-*-of-{n}")
+    return man
+
+
+def _store(w: ClipWriter, res, errors, bar):
+    unit, item, clips, err = res
+    if err is not None:
+        bar.write(f"error: {item}: {err}", file=sys.stderr)
+        w.put_bad(unit, item, err)
+        errors.append((item, err))
+    else:
+        w.put_unit(unit, item, clips)
+    bar.update(1)
+
+
+def merge(out, shards: list, meta_extra: dict | None = None) -> dict:
+    """Merge shard databases into ``out``; the result equals an unsharded build."""
+    shards = [Path(s) for s in shards]
+    if not shards:
+        raise DBError("merge: no shard databases given")
+    mans = []
+    for s in shards:
+        m = s / "manifest.json"
+        if not m.exists():
+            raise DBError(f"shard {s} is not finished (no manifest.json): run its build again")
+        mans.append(json.loads(m.read_text()))
+    n = {m.get("shard", "0/1").split("/")[1] for m in mans}
+    first = mans[0]
+    for s, m in zip(shards, mans):
+        if m["fields"] != first["fields"] or m.get("params") != first.get("params"):
+            raise DBError(f"shard {s} was built with other fields/parameters than {shards[0]}")
+    got = sorted(int(m["shard"].split("/")[0]) for m in mans)
+    if len(n) != 1 or got != list(range(int(n.pop()))):
+        print(f"warning: shards {got} of {first['shard']} given; the merged database is partial",
+              file=sys.stderr)
+    fields = {k: (v["shape"], v["dtype"]) for k, v in first["fields"].items()}
+    w = ClipWriter(out, fields)
+    for s in shards:
+        w.copy_from(s)
+    meta = {k: v for k, v in first.items() if k not in ("format", "fields", "count", "checksum",
+                                                          "bad", "records", "shard")}
+    meta.update(meta_extra or {})
+    man = w.finalize({**meta, "shard": None, "merged_from": [str(s) for s in shards]})
+    w.close()
+    print(f"merged {len(shards)} shard(s) into {out}: {man['count']} clips, checksum {man['checksum'][:16]}")
+    return man
+
+
+# ------------------------------------------------------------------------------- reading
+def manifest(db) -> dict:
+    """The manifest of a finished database; DBError naming the path otherwise."""
+    db = Path(db)
+    m = db / "manifest.json"
+    hint = _build_hint(db)
+    if not db.exists():
+        raise DBError(f"database {db} not found: build it with {hint}")
+    if not m.exists():
+        raise DBError(f"database {db} is unfinished (no manifest.json): run its build again "
+                      f"to resume ({hint})")
+    try:
+        man = json.loads(m.read_text())
+    except (OSError, ValueError) as e:
+        raise DBError(f"database {db}: manifest.json unreadable ({e})") from None
+    if man.get("format") != FORMAT or "fields" not in man or "records" not in man:
+        raise DBError(f"database {db}: manifest.json is not a {FORMAT} manifest")
+    if man["count"] == 0:
+        raise DBError(f"database {db} holds no clips (bad items: {len(man.get('bad', []))})")
+    return man
+
+
+def _build_hint(db: Path) -> str:
+    parts = db.parts
+    ds = parts[-2] if len(parts) >= 2 else ""
+    split = parts[-1]
+    return {
+        "gatech": f"python -m data_prep.gatech --root <GATECH folder> --split {split}",
+        "ucf101_flow": f"python -m data_prep.ucf101 --task flow --root <UCF-101 folder> "
+                       f"--splits <ucfTrainTestlist folder> --split {split}",
+        "ucf101_color": f"python -m data_prep.ucf101 --task color --root <UCF-101 folder> "
+                        f"--splits <ucfTrainTestlist folder> --split {split}",
+        "sintel": "python -m data_prep.sintel --root <MPI-Sintel folder>",
+    }.get(ds, "the data_prep tool of its dataset (see data_prep/README.md)")
+
+
+class ClipDB:
+    """Read-only access to a finished database: ``len(db)``, ``db[i]`` → {field: array}."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.manifest = manifest(self.path)
+        self.fields = [(k, tuple(v["shape"]), np.dtype(v["dtype"])) for k, v in self.manifest["fields"].items()]
+        self.keys = [r["key"].encode() for r in self.manifest["records"]]
+        self._env = None
+
+    def __len__(self):
+        return len(self.keys)
+
+    @property
+    def env(self):
+        if self._env is None:
+            self._env = _open_env(self.path, readonly=True)
+        return self._env
+
+    def raw(self, i: int) -> bytes:
+        with self.env.begin(buffers=False) as txn:
+            v = txn.get(b"r/" + self.keys[i])
+        if v is None:
+            raise DBError(f"database {self.path}: record {self.keys[i].decode()} missing "
+                          f"(the manifest does not match data.mdb)")
+        return v
+
+    def __getitem__(self, i: int) -> dict:
+        v = self.raw(i)
+        out, off = {}, 0
+        for name, shape, dt in self.fields:
+            n = int(np.prod(shape)) * dt.itemsize
+            out[name] = np.frombuffer(v, dt, int(np.prod(shape)), off).reshape(shape)
+            off += n
+        if off != len(v):
+            raise DBError(f"database {self.path}: record {self.keys[i].decode()} has {len(v)} "
+                          f"bytes, the manifest's fields need {off}")
+        return out
+
+    def info(self, i: int) -> dict:
+        return self.manifest["records"][i]
+
+    def verify(self) -> list[str]:
+        """Keys whose bytes do not match the manifest's sha256."""
+        return [r["key"] for i, r in enumerate(self.manifest["records"])
+                if hashlib.sha256(self.raw(i)).hexdigest() != r["sha256"]]
+
+    def close(self):
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
+@lru_cache(maxsize=8)
+def _cached(path: str) -> ClipDB:
+    return ClipDB(path)
+
+
+def read_clip(db, i: int) -> dict:
+    """Record ``i`` of database ``db`` (a path; relative paths resolve against the current
+    directory) as {field: read-only array} (see the module docstring for the fields)."""
+    return _cached(str(Path(db).resolve()))[i]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="python -m data_prep.db",
+        description="Clip database utilities (layout: see data_prep/README.md).",
+        epilog="examples:\n  python -m data_prep.db info data/db/gatech/train\n"
+               "  python -m data_prep.db verify data/db/ucf101_flow/train\n"
+               "  python -m data_prep.db merge data/db/ucf101_flow/train "
+               "data/db/ucf101_flow/train.shard-*-of-8",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("info", help="summary of a database's manifest")
+    p.add_argument("db")
+    p = sub.add_parser("verify", help="re-check every record's sha256 against the manifest")
+    p.add_argument("db")
+    p = sub.add_parser("merge", help="merge finished shards (built with --shard k/N) into OUT")
+    p.add_argument("out")
+    p.add_argument("shards", nargs="+")
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "merge":
+            merge(a.out, a.shards)
+        elif a.cmd == "info":
+            m = manifest(a.db)
+            print(f"{a.db}: {m.get('dataset')} {m.get('split')} task {m.get('task')}, {m['count']} clips, "
+                  f"checksum {m['checksum'][:16]}, {len(m['bad'])} bad item(s)")
+            for k, v in m["fields"].items():
+                print(f"  {k}: {tuple(v['shape'])} {v['dtype']}")
+            print(f"  made by: {' '.join(m.get('command', []))}")
+        else:
+            db = ClipDB(a.db)
+            bad = db.verify()
+            print(f"{a.db}: {len(db) - len(bad)}/{len(db)} records match their checksums")
+            return 1 if bad else 0
+    except DBError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
