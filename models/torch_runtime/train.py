@@ -145,9 +145,23 @@ class Trainer:
         t0 = time.time()
         while self.iter < max_iter:
             self.step(1)
+        if self.world > 1:
+            self.check_ranks_in_sync()
         if self.sp.snapshot_after_train if self.sp.HasField("snapshot_after_train") else True:
             self.snapshot()
         self.log(f"[torch_train] done: {self.iter} iterations in {time.time() - t0:.0f} s")
+
+    def check_ranks_in_sync(self) -> float:
+        """Max over ranks of |checksum − rank 0's| of the weights (0 when replicas agree)."""
+        with torch.no_grad():
+            c = torch.stack([p.detach().double().sum() for p in self.net.parameters()]).sum()
+            c = c.to(self.opts.device)
+            ref = c.clone()
+            dist.broadcast(ref, 0)
+            d = (c - ref).abs()
+            dist.all_reduce(d, op=dist.ReduceOp.MAX)
+        self.log(f"[torch_train] {self.world} ranks, weights in sync: max checksum difference {float(d):.3g}")
+        return float(d)
 
     # ------------------------------------------------------------------ test
     def test(self) -> dict:
