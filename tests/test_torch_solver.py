@@ -2,6 +2,8 @@
 Trainer, from the same weights and the same Python data layer, give the same weights."""
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 
 import numpy as np
@@ -176,3 +178,49 @@ def test_net_from_solver_loads_caffemodel(caffe, data_module):
     cs.net.save(str(data_module / "w.caffemodel"))
     net = TorchNet(data_module / "net.prototxt", "TRAIN")
     assert load_caffemodel(net, data_module / "w.caffemodel") == ["conv1", "frozen", "deconv"]
+
+
+def _tiny_seg_db(path, n_videos=3, L=8, H=20, W=20):
+    from data_prep.db import ClipWriter  # noqa: PLC0415
+    rng = np.random.default_rng(5)
+    w = ClipWriter(path, {"frames": ((3, L, H, W), "uint8"), "label": ((1, L, H, W), "uint8")})
+    for u in range(n_videos):
+        clips = []
+        for c in range(2):
+            lab = rng.integers(0, 4, (1, L, H, W)).astype(np.uint8)
+            lab[rng.random(lab.shape) < 0.1] = 255
+            clips.append((c * L, {"frames": rng.integers(0, 256, (3, L, H, W)).astype(np.uint8),
+                                  "label": lab}))
+        w.put_unit(u, f"video{u}", clips)
+    w.finalize({"dataset": "tiny", "split": "train", "task": "seg"})
+    w.close()
+
+
+def test_clip_data_layer_training_matches_pycaffe(caffe, tmp_path):
+    """The real data path: ClipDataLayer over an LMDB clip database (random crops and
+    mirrors from its seed) feeds pycaffe's solver and the torch Trainer the same batches."""
+    pytest.importorskip("data_prep.layers")
+    _tiny_seg_db(tmp_path / "db")
+    # a byte copy for the torch side: py-lmdb refuses to open one environment twice in a process
+    shutil.copytree(tmp_path / "db", tmp_path / "db_torch")
+    for db, tag in (("db", ""), ("db_torch", "_torch")):
+        ps = json.dumps({"db": str(tmp_path / db), "task": "seg", "batch_size": 2, "crop": 16,
+                         "length": 4, "mirror": True, "train": True, "mean": None, "scale": 0.01,
+                         "seed": 11, "prefetch": 1})
+        net = NET.split("layer {", 2)
+        text = ('name: "clip"\nlayer { name: "data" type: "Python" top: "data" top: "label" '
+                f"python_param {{ module: \"data_prep.layers\" layer: \"ClipDataLayer\" param_str: '{ps}' }} }}\n"
+                "layer {" + net[2])
+        (tmp_path / f"net{tag}.prototxt").write_text(text)
+        (tmp_path / f"solver{tag}.prototxt").write_text(
+            f'net: "{tmp_path}/net{tag}.prototxt"\nbase_lr: 0.5\nlr_policy: "fixed"\nmomentum: 0.9\n'
+            f'weight_decay: 0.01\nmax_iter: 10\ndisplay: 0\nsnapshot: 0\n')
+    cs = caffe.get_solver(str(tmp_path / "solver.prototxt"))
+    cs.net.save(str(tmp_path / "w0.caffemodel"))
+    cs.step(6)
+    tr = Trainer(tmp_path / "solver_torch.prototxt", weights=tmp_path / "w0.caffemodel", log=lambda *a: None)
+    assert tr.net.blob_shapes["data"] == (2, 3, 4, 16, 16)
+    tr.step(6)
+    for name, blobs in tr.net.params.items():
+        for i, p in enumerate(blobs):
+            assert rel(cs.net.params[name][i].data, p.detach().numpy()) < 1e-5, name

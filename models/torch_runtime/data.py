@@ -17,6 +17,7 @@ import json
 import queue
 import threading
 
+import numpy as np
 import torch
 
 from .pylayers_torch import ShimBlob, instantiate_python_layer
@@ -49,8 +50,19 @@ class LayerDataset(torch.utils.data.IterableDataset):
         self.phase = phase
         self.tops = list(lp.top)
         self._layer = None
+        self._source = None
 
     def _setup(self):
+        pp = self.lp.python_param
+        if (pp.module, pp.layer) == ("data_prep.layers", "ClipDataLayer"):
+            import importlib  # noqa: PLC0415
+            mod = importlib.import_module("data_prep.layers")
+            src_cls = getattr(mod, "ClipSource", None)
+            if src_cls is not None:     # the layer's own sampler, without Caffe
+                src = src_cls(pp.param_str)
+                self._source = src
+                self._layer = src
+                return
         layer = instantiate_python_layer(self.lp, self.phase)
         self._blobs = [ShimBlob() for _ in self.tops]
         layer.setup([], self._blobs)
@@ -59,6 +71,9 @@ class LayerDataset(torch.utils.data.IterableDataset):
     def next_batch(self) -> dict:
         if self._layer is None:
             self._setup()
+        if getattr(self, "_source", None) is not None:
+            arrays = self._source.next_batch()
+            return {t: torch.from_numpy(np.ascontiguousarray(a)) for t, a in zip(self.tops, arrays)}
         self._layer.reshape([], self._blobs)
         self._layer.forward([], self._blobs)
         return {t: torch.from_numpy(b.data.copy()) for t, b in zip(self.tops, self._blobs)}
