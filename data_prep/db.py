@@ -60,10 +60,25 @@ def _ukey(unit: int) -> str:
     return f"{unit:07d}"
 
 
+_READERS: dict[str, lmdb.Environment] = {}
+_READERS_LOCK = __import__("threading").Lock()
+
+
 def _open_env(path: Path, readonly: bool):
-    if readonly:
-        return lmdb.open(str(path), readonly=True, lock=False, readahead=False,
-                         max_readers=256, subdir=True)
+    """LMDB allows one environment per file per process: read-only ones are shared (and
+    thread-safe); opening a writer closes this process's reader of the same database."""
+    key = str(Path(path).resolve())
+    with _READERS_LOCK:
+        if readonly:
+            env = _READERS.get(key)
+            if env is None:
+                env = _READERS[key] = lmdb.open(key, readonly=True, lock=False, readahead=False,
+                                                max_readers=256, subdir=True)
+            return env
+        old = _READERS.pop(key, None)
+        if old is not None:
+            old.close()
+            _cached.cache_clear()
     path.mkdir(parents=True, exist_ok=True)
     return lmdb.open(str(path), map_size=MAP_SIZE, subdir=True, sync=True, metasync=True)
 
@@ -122,7 +137,6 @@ class ClipWriter:
             for k, v in s.cursor():
                 if k[:2] in (b"r/", b"i/", b"u/", b"b/"):
                     d.put(k, v)
-        src.close()
 
     def finalize(self, meta: dict) -> dict:
         """Write manifest.json from the database's content (key order)."""
@@ -380,9 +394,7 @@ class ClipDB:
                 if hashlib.sha256(self.raw(i)).hexdigest() != r["sha256"]]
 
     def close(self):
-        if self._env is not None:
-            self._env.close()
-            self._env = None
+        self._env = None  # the environment is shared within the process (see _open_env)
 
 
 @lru_cache(maxsize=8)
