@@ -71,3 +71,19 @@ def test_missing_solver_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tools.torch_train", "--solver", str(tmp_path / "nope.prototxt")],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_bad_clip_size_is_a_clear_error(tmp_path):
+    net = REPO / "prototxt" / "flow_v2v_deploy.prototxt"
+    if not net.exists():
+        pytest.skip("no generated nets")
+    r = subprocess.run([sys.executable, "-m", "tools.torch_run", "--net", str(net), "--shape", "1,3,8,20,16"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "multiples of 16" in r.stderr, r.stderr
+
+
+def test_without_torch_the_error_says_how_to_install():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "try:\n    import models.torch_runtime\nexcept ImportError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert "make setup-torch" in r.stdout and "torch==2.13.0" in r.stdout, r.stdout + r.stderr

@@ -61,6 +61,8 @@ def main(argv=None) -> int:
             raise ValueError("give --input or --shape")
         if x.ndim != 5:
             raise ValueError(f"input must be 5D (N,C,L,H,W), got {x.shape}")
+        from models import validate  # noqa: PLC0415
+        validate.check_input_size(*x.shape[2:], where=str(a.input or f"--shape {a.shape}"))
         from models.torch_runtime.bench import _net_with_shape  # noqa: PLC0415
         bs = min(a.batch, x.shape[0])
         net = _net_with_shape(a.net, (bs,) + x.shape[1:])
