@@ -224,3 +224,18 @@ def test_clip_data_layer_training_matches_pycaffe(caffe, tmp_path):
     for name, blobs in tr.net.params.items():
         for i, p in enumerate(blobs):
             assert rel(cs.net.params[name][i].data, p.detach().numpy()) < 1e-5, name
+
+
+def test_test_pass_matches_caffe_test_net(caffe, data_module):
+    solver_path = write_solver(data_module, "fixed", extra="test_iter: 3\ntest_interval: 100\ntest_initialization: false")
+    cs = caffe.get_solver(str(solver_path))
+    cs.net.save(str(data_module / "w0.caffemodel"))
+    tn = cs.test_nets[0]
+    tn.share_with(cs.net)   # what Solver::TestAll does before each test
+    losses = [float(tn.forward()["loss"]) for _ in range(3)]
+    tr = Trainer(solver_path, weights=data_module / "w0.caffemodel", log=lambda *a: None)
+    means = tr.test()
+    assert abs(means["loss"] - np.mean(losses)) < 1e-5 * abs(np.mean(losses))
+    # the test data layer persists: the next pass continues in the stream, as in Caffe
+    losses2 = [float(tn.forward()["loss"]) for _ in range(3)]
+    assert abs(tr.test()["loss"] - np.mean(losses2)) < 1e-5 * abs(np.mean(losses2))

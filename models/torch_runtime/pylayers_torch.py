@@ -95,12 +95,13 @@ class _NumpyFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, layer, *xs):
         obj = layer.obj
-        bottoms = [ShimBlob(x.detach().cpu().numpy()) for x in xs]
+        bottoms = [ShimBlob(x.detach().float().cpu().numpy()) for x in xs]   # bf16 -> f32
         tops = [ShimBlob() for _ in layer.lp.top]
         obj.reshape(bottoms, tops)
         obj.forward(bottoms, tops)
         ctx.layer, ctx.bottoms, ctx.tops = layer, bottoms, tops
         ctx.devices = [x.device for x in xs]
+        ctx.dtypes = [x.dtype for x in xs]
         return tuple(torch.from_numpy(t.data.copy()).to(xs[0].device) for t in tops)
 
     @staticmethod
@@ -112,8 +113,8 @@ class _NumpyFn(torch.autograd.Function):
             b.diff = np.zeros_like(b.data)
         prop = list(ctx.needs_input_grad[1:])
         ctx.layer.obj.backward(ctx.tops, prop, ctx.bottoms)
-        return (None,) + tuple(torch.from_numpy(b.diff.copy()).to(d) if p else None
-                               for b, p, d in zip(ctx.bottoms, prop, ctx.devices))
+        return (None,) + tuple(torch.from_numpy(b.diff.copy()).to(d, dt) if p else None
+                               for b, p, d, dt in zip(ctx.bottoms, prop, ctx.devices, ctx.dtypes))
 
 
 class NumpyPythonLayer(CaffeLayer):
@@ -133,7 +134,7 @@ class NumpyPythonLayer(CaffeLayer):
 
     def forward(self, *xs):
         if not self._set_up:
-            bottoms = [ShimBlob(x.detach().cpu().numpy()) for x in xs]
+            bottoms = [ShimBlob(x.detach().float().cpu().numpy()) for x in xs]
             tops = [ShimBlob() for _ in self.lp.top]
             self.obj.setup(bottoms, tops)
             self._set_up = True

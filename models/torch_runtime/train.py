@@ -95,6 +95,7 @@ class Trainer:
         self.opt = CaffeSGD(self.net.param_specs, sp)
         self.feed = feed if feed is not None else NetFeed(self.net, rank=self.rank)
         self.losses: list[float] = []
+        self._test = None
         if resume:
             self.restore(resume)
 
@@ -143,6 +144,9 @@ class Trainer:
     def run(self, max_iter: int | None = None):
         max_iter = max_iter or self.sp.max_iter
         t0 = time.time()
+        sp = self.sp
+        if sp.test_interval and len(sp.test_iter) and self.iter == 0 and sp.test_initialization:
+            self.test()
         while self.iter < max_iter:
             self.step(1)
         if self.world > 1:
@@ -168,19 +172,24 @@ class Trainer:
         if self.rank != 0:
             return {}
         sp = self.sp
-        src = sp.net or (sp.test_net[0] if len(sp.test_net) else None)
-        if not src:
-            return {}
-        net = TorchNet(src, "TEST")
-        with torch.no_grad():
-            for (k, layer) in net.layers.items():
+        if self._test is None:
+            src = sp.net or (sp.test_net[0] if len(sp.test_net) else None)
+            if not src:
+                return {}
+            net = TorchNet(src, "TEST", stages=tuple(sp.test_state[0].stage) if len(sp.test_state) else ())
+            opts = RunOptions(device=self.opts.device, precision=self.opts.precision,
+                              channels_last=self.opts.channels_last)
+            opts.prepare(net)
+            net.eval()
+            # the test net and its data layer persist, as in Caffe: each test continues
+            # where the last one stopped in the test database
+            self._test = (net, opts, NetFeed(net, prefetch=2))
+        net, opts, feed = self._test
+        with torch.no_grad():   # share the current weights (by layer name)
+            for k, layer in net.layers.items():
                 if k in self.net.layers:
                     for a, b in zip(layer.blobs, self.net.layers[k].blobs):
-                        a.copy_(b.detach().cpu())
-        opts = RunOptions(device=self.opts.device, precision=self.opts.precision,
-                          channels_last=self.opts.channels_last)
-        opts.prepare(net)
-        feed = NetFeed(net, prefetch=2)
+                        a.copy_(b.detach())
         sums: dict[str, float] = {}
         n = sp.test_iter[0]
         with torch.no_grad():
