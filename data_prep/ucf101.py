@@ -38,7 +38,7 @@ import numpy as np
 
 from data_prep import db as cdb
 from data_prep.teacher import DEFAULT as TEACHER
-from data_prep.teacher import brox_flow
+from data_prep.teacher import brox_flow, brox_flow_gpu, gpu_available
 from data_prep.video import decode_video
 from models.paths import db_path
 
@@ -76,7 +76,7 @@ def clip_starts(n_frames: int, length: int, stride: int, need_next: bool) -> lis
 
 
 def work_video(item: str, path, task: str, length: int, stride: int, height: int, width: int,
-               teacher_params=TEACHER):
+               teacher_params=TEACHER, gpu: bool = False):
     if path is None:
         raise FileNotFoundError(f"{item}: listed in the split file but not found under --root")
     frames = decode_video(path, height, width)
@@ -92,7 +92,8 @@ def work_video(item: str, path, task: str, length: int, stride: int, height: int
             fl = []
             for t in range(s, s + length):
                 if t not in flows:
-                    flows[t] = brox_flow(frames[t], frames[t + 1], teacher_params)
+                    flows[t] = (brox_flow_gpu(frames[t], frames[t + 1]) if gpu else
+                                brox_flow(frames[t], frames[t + 1], teacher_params))
                 fl.append(flows[t])
             rec["flow"] = np.stack(fl).transpose(3, 0, 1, 2).astype(np.float16)
         clips.append((s, rec))
@@ -131,6 +132,9 @@ examples:
     ap.add_argument("--width", type=int, default=171)
     ap.add_argument("--workers", type=int, default=1, help="processes (decode + teacher)")
     ap.add_argument("--shard", help="k/N: build only videos i with i %% N == k, into <out>.shard-k-of-N")
+    ap.add_argument("--gpu", action="store_true",
+                    help="OpenCV CUDA Brox (the paper's implementation) instead of the CPU teacher; "
+                         "only when this OpenCV has cv2.cuda.BroxOpticalFlow (no pip wheel does)")
     ap.add_argument("--limit", type=int, help="only the first N videos of the list (a quick try)")
     a = ap.parse_args(argv)
     root = Path(a.root).expanduser()
@@ -155,10 +159,18 @@ examples:
     meta = {"dataset": f"ucf101_{a.task}", "split": a.split, "task": a.task,
             "command": ["python", "-m", "data_prep.ucf101", *(argv if argv is not None else sys.argv[1:])],
             "params": params}
+    if a.gpu and not gpu_available():
+        raise SystemExit("error: --gpu: this OpenCV has no CUDA BroxOpticalFlow (pip wheels never do); "
+                         "drop --gpu to use the CPU teacher")
     if a.task == "flow":
-        meta["teacher"] = {"method": "brox2004_cpu (data_prep.teacher)", **asdict(TEACHER)}
+        meta["teacher"] = ({"method": "opencv_cuda_brox", "alpha": 0.197, "gamma": 50.0, "scale": 0.8,
+                            "inner": 5, "outer": 150, "solver": 10} if a.gpu else
+                           {"method": "brox2004_cpu (data_prep.teacher)", **asdict(TEACHER)})
+        params["teacher"] = meta["teacher"]["method"]
     work = partial(work_video, task=a.task, length=a.length, stride=a.stride,
-                   height=a.height, width=a.width)
+                   height=a.height, width=a.width, gpu=a.gpu)
+    if a.gpu:
+        a.workers = 1  # one CUDA context
     man = cdb.build(out, [(r, str(p) if p else None) for r, p in vids], work,
                     fields_for(a.task, a.length, a.height, a.width), meta,
                     workers=a.workers, shard=a.shard, desc=f"ucf101 {a.task} {a.split}")
