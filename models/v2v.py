@@ -296,7 +296,10 @@ def data_params(v: Variant, train: bool, batch_size=1) -> dict:
     return {"db": db_rel(v.dataset, "train" if train else "test"), "task": v.task,
             "batch_size": batch_size, "crop": 112, "length": 16, "mirror": train,
             "train": train, "mean": C3D_MEAN if finetuned else None, "scale": 1.0,
-            "flow_scale": v.flow_scale if v.task == "flow" else 1.0, "seed": 1701}
+            "flow_scale": v.flow_scale if v.task == "flow" else 1.0, "seed": 1701,
+            # C3D's sport1m weights and mean come from OpenCV (BGR) frames: seg nets (fine-
+            # tuned from C3D, and their from-scratch baselines with the same input) use BGR.
+            "channels": "bgr" if v.task == "seg" else "rgb"}
 
 
 def data_layers(v: Variant, source: str, input_shape):

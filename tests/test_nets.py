@@ -260,21 +260,87 @@ def test_train_val_data_layers_follow_contract():
             assert (d.python_param.module, d.python_param.layer) == ("data_prep.layers", "ClipDataLayer")
             p = json.loads(d.python_param.param_str)
             assert set(p) == {"db", "task", "batch_size", "crop", "length", "mirror", "train",
-                              "mean", "scale", "flow_scale", "seed"}
+                              "mean", "scale", "flow_scale", "seed", "channels"}
             assert p["db"] == f"data/db/{v.dataset}/{'train' if train else 'test'}"
             assert p["task"] == v.task and p["train"] is train and p["crop"] == 112 and p["length"] == 16
+            assert p["channels"] == ("bgr" if v.task == "seg" else "rgb")
+            assert p["mean"] == (v2v.C3D_MEAN if v.task == "seg" else None)
         if v.task == "flow":
             assert p["flow_scale"] == pytest.approx({"flow_v2v": 1 / 15, "flow_v2v_release": 0.125}[v.key])
 
 
+def write_tiny_db(path, task, L=16, H=128, W=171, n=1):
+    """A finished clip database (data_prep.db) of ``n`` random clips for ``task``."""
+    from data_prep.db import ClipWriter
+    rng = np.random.default_rng(11)
+    fields = {"frames": ((3, L, H, W), "uint8")}
+    if task == "seg":
+        fields["label"] = ((1, L, H, W), "uint8")
+    if task == "flow":
+        fields["flow"] = ((2, L, H, W), "float32")
+    w = ClipWriter(path, fields)
+    for u in range(n):
+        rec = {"frames": rng.integers(0, 256, (3, L, H, W)).astype(np.uint8)}
+        if task == "seg":
+            lab = rng.integers(0, 8, (1, L, H, W)).astype(np.uint8)
+            lab[:, :, :4] = 255
+            rec["label"] = lab
+        if task == "flow":
+            rec["flow"] = rng.normal(0, 3, (2, L, H, W)).astype(np.float32)
+        w.put_unit(u, f"video{u}", [(0, rec)])
+    w.finalize({"dataset": "tiny", "split": "train", "task": task})
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_dbs(tmp_path_factory):
+    """Tiny databases for every dataset/split the nets read, and a C3D-sized mean."""
+    root = tmp_path_factory.mktemp("db")
+    for v in v2v.VARIANTS:
+        for split in ("train", "test"):
+            d = root / v.dataset / split
+            if not d.exists():
+                write_tiny_db(d, v.task)
+    np.save(root / "mean.npy", np.full((3, 16, 128, 171), 100, np.float32))
+    return root
+
+
 @pytest.mark.skipif(not HAVE_DATA_LAYER, reason="data_prep.layers (ClipDataLayer) not there yet")
 @pytest.mark.parametrize("key", VARIANTS)
-def test_committed_train_val_validates(key, monkeypatch):
+def test_committed_train_val_validates(key, tiny_dbs, tmp_path, monkeypatch):
+    """The committed train_val with its databases (tiny ones here: only the db and mean
+    paths differ) passes the validator in both phases; its solver is well formed."""
     from models.validate import validate_solver_file
-    monkeypatch.chdir(REPO)  # solvers name their nets relative to the repo root
+    v = v2v.variant(key)
+    text = (PROTOTXT / f"{key}_train_val.prototxt").read_text()
+    text = text.replace('"db": "data/db/', f'"db": "{tiny_dbs}/').replace(
+        f'"mean": "{v2v.C3D_MEAN}"', f'"mean": "{tiny_dbs}/mean.npy"')
+    p = tmp_path / f"{key}_train_val.prototxt"
+    p.write_text(text)
     for phase in ("TRAIN", "TEST"):
-        validate_net_file(PROTOTXT / f"{key}_train_val.prototxt", phase)
-    validate_solver_file(PROTOTXT / v2v.variant(key).solver_name)
+        infos = shapes.infer_net(validate_net_file(p, phase), phase)
+        assert infos[0].top_shapes[0] == (1, v.C, 16, 112, 112)
+    monkeypatch.chdir(REPO)  # solvers name their nets relative to the repo root
+    s = validate_solver_file(PROTOTXT / v.solver_name, check_nets=False)
+    assert s.net == f"prototxt/{key}_train_val.prototxt"
+
+
+@pytest.mark.skipif(not HAVE_DATA_LAYER, reason="data_prep.layers (ClipDataLayer) not there yet")
+def test_train_val_runs_on_a_clip_database(caffe, tiny_dbs, tmp_path):
+    """seg_v2v_train_val (db paths changed only) forward + backward through the real
+    ClipDataLayer: data and labels arrive, the loss is finite."""
+    text = (PROTOTXT / "seg_v2v_train_val.prototxt").read_text()
+    text = text.replace('"db": "data/db/', f'"db": "{tiny_dbs}/').replace(
+        f'"mean": "{v2v.C3D_MEAN}"', f'"mean": "{tiny_dbs}/mean.npy"')
+    p = tmp_path / "tv.prototxt"
+    p.write_text(text)
+    net = caffe.Net(str(p), caffe.TRAIN)
+    loss = float(net.forward()["loss"])
+    assert np.isfinite(loss) and 0 < loss < 10
+    lab = net.blobs["label"].data
+    assert lab.shape == (1, 1, 16, 112, 112) and set(np.unique(lab)) <= set(range(8)) | {255}
+    net.backward()
+    assert np.abs(net.params["conv1a"][0].diff).sum() > 0
 
 
 def _solver(tmp_path, net_path, lr):
