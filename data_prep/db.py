@@ -90,10 +90,28 @@ class ClipWriter:
     def __init__(self, path, fields: dict):
         self.path = Path(path)
         self.fields = {k: (tuple(int(x) for x in s), np.dtype(d).str) for k, (s, d) in fields.items()}
-        man = self.path / "manifest.json"
-        if man.exists():  # a finished db being resumed/extended: finalize writes it again
-            man.unlink()
         self.env = _open_env(self.path, readonly=False)
+
+    def start(self):
+        """Mark the database unfinished (finalize writes the manifest again)."""
+        man = self.path / "manifest.json"
+        if man.exists():
+            man.unlink()
+
+    def check_params(self, ident: dict):
+        """Record what this database is built with (fields, parameters) on first use; refuse
+        to resume or extend it with anything else, naming both."""
+        want = json.dumps({"fields": {k: [list(s), d] for k, (s, d) in self.fields.items()}, **ident},
+                          sort_keys=True, default=str)
+        with self.env.begin(write=True) as txn:
+            have = txn.get(b"m/build")
+            if have is None:
+                txn.put(b"m/build", want.encode())
+                return
+        if have.decode() != want:
+            raise DBError(f"database {self.path} was started with other parameters:\n  there: "
+                          f"{have.decode()}\n  now:   {want}\nremove it (or give another --out) "
+                          f"to build it anew")
 
     def done_units(self) -> set[int]:
         out = set()
@@ -135,7 +153,7 @@ class ClipWriter:
         src = _open_env(Path(other), readonly=True)
         with src.begin() as s, self.env.begin(write=True) as d:
             for k, v in s.cursor():
-                if k[:2] in (b"r/", b"i/", b"u/", b"b/"):
+                if k[:2] in (b"r/", b"i/", b"u/", b"b/", b"m/"):
                     d.put(k, v)
 
     def finalize(self, meta: dict) -> dict:
@@ -231,6 +249,13 @@ def build(out, units: list[tuple[str, object]], work, fields: dict, meta: dict,
     out = Path(out)
     path = shard_path(out, k, n) if n > 1 else out
     w = ClipWriter(path, fields)
+    try:
+        w.check_params({"params": meta.get("params"), "teacher": meta.get("teacher"),
+                        "units": [u for u, _ in units]})
+    except DBError as e:
+        w.close()
+        raise SystemExit(f"error: {e}") from None
+    w.start()
     done = w.done_units()
     todo = [(work, i, item, payload) for i, (item, payload) in enumerate(units)
             if i % n == k and i not in done]
@@ -299,6 +324,7 @@ def merge(out, shards: list, meta_extra: dict | None = None) -> dict:
               file=sys.stderr)
     fields = {k: (v["shape"], v["dtype"]) for k, v in first["fields"].items()}
     w = ClipWriter(out, fields)
+    w.start()
     for s in shards:
         w.copy_from(s)
     meta = {k: v for k, v in first.items() if k not in ("format", "fields", "count", "checksum",

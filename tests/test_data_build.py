@@ -224,3 +224,15 @@ def test_mean_tool(tmp_path):
     assert np.load(tmp_path / "g.npy").shape == (1, 4, 16, 20)
     r = run_tool("data_prep.mean", "--db", tmp_path / "nope", "--out", tmp_path / "x.npy", check=False)
     assert r.returncode != 0 and "nope not found" in r.stderr
+
+
+def test_resume_with_other_parameters_is_refused(ucf, tmp_path):
+    root, _, _ = ucf
+    base = [*("--task", "color", "--root", root / "UCF-101", "--splits", root / "ucfTrainTestlist",
+              "--out", tmp_path / "db")]
+    run_tool("data_prep.ucf101", *base)
+    again = run_tool("data_prep.ucf101", *base)                 # same command: nothing to do, same db
+    assert "already done" in again.stdout
+    r = run_tool("data_prep.ucf101", *base, "--stride", "8", check=False)
+    assert r.returncode != 0 and "was started with other parameters" in r.stderr and str(tmp_path / "db") in r.stderr
+    assert cdb.manifest(tmp_path / "db")["params"]["stride"] == 16

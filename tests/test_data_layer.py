@@ -128,8 +128,10 @@ def test_infer_top_shapes_matches_forward(caffe, tmp_path):
 
 def test_errors_name_the_database(tmp_path):
     from data_prep.layers import ClipDataLayer
-    with pytest.raises(ValueError, match=r"database .*data/db/gatech/train not found: build it with python -m data_prep.gatech"):
-        ClipDataLayer.infer_top_shapes('{"db": "data/db/gatech/train", "task": "seg"}')
+    # a relative db resolves against the repo root; a split name no real build uses
+    with pytest.raises(ValueError, match=r"database .*data/db/gatech/nosuchsplit not found: build it with "
+                                         r"python -m data_prep.gatech --root <GATECH folder> --split nosuchsplit"):
+        ClipDataLayer.infer_top_shapes('{"db": "data/db/gatech/nosuchsplit", "task": "seg"}')
     (tmp_path / "half").mkdir()
     with pytest.raises(ValueError, match=r"half is unfinished"):
         ClipDataLayer.infer_top_shapes(json.dumps({"db": str(tmp_path / "half"), "task": "seg"}))
