@@ -4,9 +4,9 @@ the .venv wrapper; the copied C3D weights are found in the trained net. Clear er
 a missing or unconverted weights file."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -14,43 +14,9 @@ import numpy as np
 import pytest
 
 from models.paths import PROTOTXT, REPO
+from models.v2v import C3D_MEAN
 
 CAFFE = REPO / ".venv" / "bin" / "caffe"
-HAVE_DATA_LAYER = importlib.util.find_spec("data_prep.layers") is not None
-
-# Until data_prep.layers lands, a stand-in with the ClipDataLayer contract's tops
-# (data N×C×L×H×W, seg label N×1×L×H×W with void 255) is swapped into the train_val copy.
-STANDIN = '''
-import json
-import numpy as np
-import caffe
-
-
-class ClipDataLayer(caffe.Layer):
-    @classmethod
-    def infer_top_shapes(cls, param_str, bottom_shapes):
-        p = json.loads(param_str)
-        n, l, c = p["batch_size"], p["length"], p["crop"]
-        return [(n, 3, l, c, c), (n, 1, l, c, c)]
-
-    def setup(self, bottom, top):
-        self.shapes = self.infer_top_shapes(self.param_str, [])
-        self.rng = np.random.default_rng(0)
-
-    def reshape(self, bottom, top):
-        top[0].reshape(*self.shapes[0])
-        top[1].reshape(*self.shapes[1])
-
-    def forward(self, bottom, top):
-        top[0].data[...] = self.rng.normal(0, 1, self.shapes[0])
-        lab = self.rng.integers(0, 8, self.shapes[1]).astype(np.float32)
-        lab[:, :, :, :8] = 255
-        top[1].data[...] = lab
-
-    def backward(self, top, propagate_down, bottom):
-        pass
-'''
-
 
 def varint(v):
     out = bytearray()
@@ -85,11 +51,9 @@ def c3d_v10_model(path, rng):
     return weights
 
 
-def run_caffe(args, extra_path=None):
+def run_caffe(args):
     env = dict(os.environ)
     env.pop("GLOG_minloglevel", None)
-    if extra_path:
-        env["PYTHONPATH"] = str(extra_path)
     return subprocess.run([str(CAFFE), *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
 
@@ -104,34 +68,62 @@ def converted(tmp_path_factory):
     return d, weights
 
 
+def _made(path, make):
+    """Create ``path`` with ``make(path)`` unless it exists; return what to remove after
+    (the top-most folder we created), or None when the path was already there."""
+    if path.exists():
+        return None
+    top = path
+    while not top.parent.exists():
+        top = top.parent
+    make(path)
+    return top
+
+
+@pytest.fixture(scope="module")
+def default_data(tmp_path_factory):
+    """GATECH databases and the C3D mean at the default locations the committed nets read
+    (data/db/gatech/{train,test}, data/c3d/...mean.npy). Real ones are used as they are;
+    missing ones are made tiny here (the mean through tools.convert_c3d from a C3D-v1.0
+    binaryproto) and removed afterwards."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_nets import write_tiny_db
+    created = []
+    for split in ("train", "test"):
+        created.append(_made(REPO / "data" / "db" / "gatech" / split, lambda p: write_tiny_db(p, "seg")))
+
+    def mean(p):
+        src = tmp_path_factory.mktemp("mean") / "sport1m_train16_128_mean.binaryproto"
+        src.write_bytes(v10_blob(np.full((1, 3, 16, 128, 171), 100, np.float32)))
+        r = subprocess.run([sys.executable, "-m", "tools.convert_c3d", "--mean", str(src)],
+                           cwd=REPO, capture_output=True, text=True)
+        assert r.returncode == 0 and p.exists(), r.stderr
+    created.append(_made(REPO / C3D_MEAN, mean))
+    yield created
+    for top in reversed(created):
+        if top is not None and top.exists():
+            shutil.rmtree(top) if top.is_dir() else top.unlink()
+
+
 def seg_solver_copy(tmp_path, max_iter=1):
-    """prototxt/seg_solver.prototxt with only max_iter / snapshot changed (and, until the
-    data layer lands, the train_val copied with the stand-in data module)."""
+    """prototxt/seg_solver.prototxt with only max_iter / snapshot changed."""
     s = (PROTOTXT / "seg_solver.prototxt").read_text()
     s = re.sub(r"max_iter: \d+", f"max_iter: {max_iter}", s)
     s = re.sub(r'snapshot_prefix: ".*"', f'snapshot_prefix: "{tmp_path}/snap/seg"', s)
     s = re.sub(r"snapshot: \d+", f"snapshot: {max_iter}", s)
-    extra = None
-    if not HAVE_DATA_LAYER:
-        tv = (PROTOTXT / "seg_v2v_train_val.prototxt").read_text()
-        tv = tv.replace('module: "data_prep.layers"', 'module: "clip_standin"')
-        (tmp_path / "seg_v2v_train_val.prototxt").write_text(tv)
-        (tmp_path / "clip_standin.py").write_text(STANDIN)
-        s = s.replace('net: "prototxt/seg_v2v_train_val.prototxt"',
-                      f'net: "{tmp_path}/seg_v2v_train_val.prototxt"')
-        extra = tmp_path
     p = tmp_path / "seg_solver.prototxt"
     p.write_text(s)
-    return p, extra
+    return p
 
 
-def test_user_command_trains_from_converted_c3d(caffe, converted, tmp_path):
+def test_user_command_trains_from_converted_c3d(caffe, converted, default_data, tmp_path):
     d, weights = converted
-    solver, extra = seg_solver_copy(tmp_path)
-    r = run_caffe(["train", "-solver", str(solver), "-weights", str(d / "c3d.caffemodel")], extra)
+    solver = seg_solver_copy(tmp_path)
+    r = run_caffe(["train", "-solver", str(solver), "-weights", str(d / "c3d.caffemodel")])
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     assert re.search(r"Iteration 0.*loss = [0-9.]+", out), out[-2000:]
+    assert "Finetuning from" in out, out[-2000:]
     snap = tmp_path / "snap" / "seg_iter_1.caffemodel"
     assert snap.exists()
     net = caffe.Net(str(PROTOTXT / "seg_v2v_deploy.prototxt"), str(snap), caffe.TEST)
@@ -143,11 +135,11 @@ def test_user_command_trains_from_converted_c3d(caffe, converted, tmp_path):
     assert not np.allclose(net.params["deconv5"][0].data, 0)
 
 
-def test_missing_and_unconverted_weights_are_clear_errors(converted, tmp_path):
+def test_missing_and_unconverted_weights_are_clear_errors(converted, default_data, tmp_path):
     d, _ = converted
-    solver, extra = seg_solver_copy(tmp_path)
-    r = run_caffe(["train", "-solver", str(solver), "-weights", str(tmp_path / "nope.caffemodel")], extra)
+    solver = seg_solver_copy(tmp_path)
+    r = run_caffe(["train", "-solver", str(solver), "-weights", str(tmp_path / "nope.caffemodel")])
     assert r.returncode != 0 and "not found" in r.stderr and "Check failed" not in r.stderr
     r = run_caffe(["train", "-solver", str(solver), "-weights",
-                   str(d / "conv3d_deepnetA_sport1m_iter_1900000")], extra)
+                   str(d / "conv3d_deepnetA_sport1m_iter_1900000")])
     assert r.returncode != 0 and "convert_c3d" in r.stderr and "Check failed" not in r.stderr
