@@ -239,3 +239,34 @@ def test_test_pass_matches_caffe_test_net(caffe, data_module):
     # the test data layer persists: the next pass continues in the stream, as in Caffe
     losses2 = [float(tn.forward()["loss"]) for _ in range(3)]
     assert abs(tr.test()["loss"] - np.mean(losses2)) < 1e-5 * abs(np.mean(losses2))
+
+
+def test_channels_last_bf16_and_compile_paths_on_cpu(caffe, data_module):
+    """The GPU options run on CPU too: channels_last_3d training is exact; bf16 autocast is
+    close; torch.compile gives the eager result."""
+    from models.torch_runtime.runtime import RunOptions  # noqa: PLC0415
+    solver_path = write_solver(data_module, "step")
+    cs = caffe.get_solver(str(solver_path))
+    cs.net.save(str(data_module / "w0.caffemodel"))
+
+    def train(**kw):
+        sys.modules.pop("torch_solver_data", None)
+        tr = Trainer(solver_path, weights=data_module / "w0.caffemodel", log=lambda *a: None,
+                     opts=RunOptions(device="cpu", **kw))
+        tr.feed.prefetch = 0
+        losses = tr.step(3)
+        return losses, {k: [p.detach().float().contiguous().numpy() for p in v] for k, v in tr.net.params.items()}
+
+    ref_l, ref_w = train()
+    cl_l, cl_w = train(channels_last=True)
+    bf_l, _ = train(precision="bf16")
+    np.testing.assert_allclose(cl_l, ref_l, rtol=1e-5)
+    for k in ref_w:
+        for a, b in zip(ref_w[k], cl_w[k]):
+            assert rel(a, b) < 1e-5
+    np.testing.assert_allclose(bf_l, ref_l, rtol=3e-2)
+    co_l, co_w = train(compile=True)
+    np.testing.assert_allclose(co_l, ref_l, rtol=1e-5)
+    for k in ref_w:
+        for a, b in zip(ref_w[k], co_w[k]):
+            assert rel(a, b) < 1e-4

@@ -86,12 +86,17 @@ class Trainer:
             for w in str(weights).split(","):
                 copied = load_caffemodel(self.net, w)
                 self.log(f"[torch_train] weights {w}: copied {len(copied)} layers")
+        compile_ = self.opts.compile
+        self.opts.compile = False
         self.model = self.opts.prepare(self.net)
+        self.opts.compile = compile_
         if self.world > 1:
             unused = unused_learnable(self.net)
             dev = [torch.device(self.opts.device).index] if self.opts.is_cuda else None
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=dev, find_unused_parameters=bool(unused))
+        if compile_:   # after DDP, as PyTorch recommends
+            self.model = torch.compile(self.model)
         self.opt = CaffeSGD(self.net.param_specs, sp)
         self.feed = feed if feed is not None else NetFeed(self.net, rank=self.rank)
         self.losses: list[float] = []
