@@ -157,3 +157,35 @@ def test_read_clip_and_verify(tmp_path):
     assert r["frames"].shape == (3, 4, 16, 20) and r["flow"].dtype == np.float32
     assert r["frames"][2, 0, 0, 0] == 50
     assert man["count"] == 2 and ClipDB(tmp_path / "db").verify() == []
+
+
+def test_caffe_cli_trains_through_the_data_layer(tmp_path):
+    """The embedded interpreter of the `caffe` binary runs the layer and its prefetch thread."""
+    import subprocess
+
+    from models.paths import REPO
+    cli = REPO / ".venv" / "bin" / "caffe"
+    if not cli.exists():
+        pytest.skip("the caffe command is not built")
+    coord_db(tmp_path / "db", "flow", n=3, L=4, H=16, W=20)
+    p = {"db": str(tmp_path / "db"), "task": "flow", "crop": 8, "train": True, "mirror": True, "seed": 1}
+    (tmp_path / "net.prototxt").write_text(
+        data_net(tmp_path, p, "d.prototxt").read_text()
+        + 'layer { name: "conv" type: "Convolution" bottom: "data" top: "pred" convolution_param {'
+          ' num_output: 2 kernel_size: 1 kernel_size: 3 kernel_size: 3 pad: 0 pad: 1 pad: 1'
+          ' weight_filler { type: "constant" value: 0 } } }\n'
+          'layer { name: "fp" type: "Flatten" bottom: "pred" top: "fp" }\n'
+          'layer { name: "fl" type: "Flatten" bottom: "label" top: "fl" }\n'
+          'layer { name: "loss" type: "EuclideanLoss" bottom: "fp" bottom: "fl" top: "loss" }\n')
+    (tmp_path / "solver.prototxt").write_text(
+        f'net: "{tmp_path}/net.prototxt"\nbase_lr: 0\nlr_policy: "fixed"\nmax_iter: 4\ndisplay: 1\n'
+        f'snapshot_prefix: "{tmp_path}/snap"\n')
+    r = subprocess.run([str(cli), "train", "-solver", str(tmp_path / "solver.prototxt")],
+                       capture_output=True, text=True, timeout=120, cwd="/",
+                       env={**__import__("os").environ, "GLOG_minloglevel": "0"})
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-2000:]
+    # zero prediction: loss = sum(label²)/2 over 2×4×8×8 targets, u = 1 + x/100 ∈ [1, 1.19],
+    # v = 0.5 + y/100 ∈ [0.5, 0.65] → between 256·(1 + 0.25)/2 = 160 and 256·(1.42 + 0.43)/2 ≈ 237
+    losses = [float(x) for x in __import__("re").findall(r"Iteration \d+, loss = ([0-9.e+-]+)", out)]
+    assert len(losses) >= 4 and all(160 <= v <= 237 for v in losses)
