@@ -15,6 +15,7 @@ from models.paths import PROTOTXT, REPO
 from models.validate import ValidationError, validate_net_file
 
 VARIANTS = [v.key for v in v2v.VARIANTS]
+DEPLOY_VARIANTS = [v.key for v in v2v.VARIANTS if not v.deploy]  # own deploy file
 HAVE_DATA_LAYER = importlib.util.find_spec("data_prep.layers") is not None
 
 
@@ -59,7 +60,9 @@ EXPECTED_PARAMS = {
 
 def test_hand_count_is_the_papers_size():
     assert EXPECTED_PARAMS["seg_v2v"] == 33_715_784  # "33.7 M with K=8" (design.md §6)
-    assert set(EXPECTED_PARAMS) == set(VARIANTS)
+    assert set(EXPECTED_PARAMS) == set(DEPLOY_VARIANTS)
+    for v in v2v.VARIANTS:  # variants sharing a deploy net (Sintel folds) name an existing one
+        assert not v.deploy or v.deploy in EXPECTED_PARAMS
 
 
 # --------------------------------------------------------------------------- generator
@@ -96,7 +99,7 @@ def test_generator_check_reports_drift(tmp_path):
 
 
 # --------------------------------------------------------------------------- loading
-@pytest.mark.parametrize("key", VARIANTS)
+@pytest.mark.parametrize("key", DEPLOY_VARIANTS)
 def test_deploy_loads_with_hand_counted_params(caffe, key):
     v = v2v.variant(key)
     path = PROTOTXT / f"{key}_deploy.prototxt"
@@ -166,7 +169,7 @@ def test_release_freezes_c3d_and_paper_finetunes():
         assert by["conv2a"].convolution3d_param.weight_filler.std == pytest.approx(0.01)
 
 
-@pytest.mark.parametrize("key", VARIANTS)
+@pytest.mark.parametrize("key", DEPLOY_VARIANTS)
 def test_deploy_reshapes_to_small_clips(caffe, key):
     v = v2v.variant(key)
     net = caffe.Net(str(PROTOTXT / f"{key}_deploy.prototxt"), caffe.TEST)
@@ -261,12 +264,12 @@ def test_train_val_data_layers_follow_contract():
             p = json.loads(d.python_param.param_str)
             assert set(p) == {"db", "task", "batch_size", "crop", "length", "mirror", "train",
                               "mean", "scale", "flow_scale", "seed", "channels"}
-            assert p["db"] == f"data/db/{v.dataset}/{'train' if train else 'test'}"
+            assert p["db"] == f"data/db/{v.dataset}/{v.splits[0] if train else v.splits[1]}"
             assert p["task"] == v.task and p["train"] is train and p["crop"] == 112 and p["length"] == 16
             assert p["channels"] == ("bgr" if v.task == "seg" else "rgb")
             assert p["mean"] == (v2v.C3D_MEAN if v.task == "seg" else None)
         if v.task == "flow":
-            assert p["flow_scale"] == pytest.approx({"flow_v2v": 1 / 15, "flow_v2v_release": 0.125}[v.key])
+            assert p["flow_scale"] == pytest.approx(0.125 if v.key == "flow_v2v_release" else 1 / 15)
 
 
 def write_tiny_db(path, task, L=16, H=128, W=171, n=1):
@@ -297,7 +300,7 @@ def tiny_dbs(tmp_path_factory):
     """Tiny databases for every dataset/split the nets read, and a C3D-sized mean."""
     root = tmp_path_factory.mktemp("db")
     for v in v2v.VARIANTS:
-        for split in ("train", "test"):
+        for split in v.splits:
             d = root / v.dataset / split
             if not d.exists():
                 write_tiny_db(d, v.task)
