@@ -27,6 +27,12 @@ Accepted inputs (frames: .png/.jpg/.jpeg/.bmp/.ppm; labels: single-channel image
    (its parent when that folder is called frames/images/img/rgb). Frames keep the list's
    order within a video. Any dataset layout can be fed this way.
 
+3. The authors' C3D ``.bin`` clips (``--c3d-bins LIST``, first column of each line a .bin
+   path relative to the list's folder): (1, 4, L, H, W) uint8, colour channels then the
+   label channel (design.md §5). Their colour order is not documented: ``--bin-channels``
+   (rgb default, or bgr); label values ≥ 8 become void (the release ignores labels ≥ K).
+   Each .bin is one clip; no stride is applied.
+
 Label values: by default gray value k ∈ 0..7 is class k and 255 is void; ``--label-map``
 rewrites values first, e.g. ``--label-map 0:255,1:0,2:1,3:2,4:3,5:4,6:5,7:6,8:7`` for
 1-based labels with 0 = unlabelled. Colour (RGB) label images are mapped with
@@ -163,11 +169,39 @@ def load_label(path: Path, lut: np.ndarray, colors: dict | None) -> np.ndarray:
     return out.astype(np.uint8)
 
 
+def bins_from_list(list_file: Path, bgr: bool) -> list[tuple[str, object]]:
+    if not list_file.is_file():
+        raise SystemExit(f"error: list file {list_file} not found")
+    out = []
+    for line in list_file.read_text().splitlines():
+        parts = line.split()
+        if parts and not parts[0].startswith("#"):
+            out.append((parts[0], ("bin", (str(list_file.parent / parts[0]), bgr))))
+    return out
+
+
+def work_bin(path: str, bgr: bool, length: int, height: int, width: int):
+    import cv2  # noqa: PLC0415
+    from data_prep.c3dbin import read_c3d_bin  # noqa: PLC0415
+    a = read_c3d_bin(path, np.uint8)
+    if a.shape[0] != 1 or a.shape[1] != 4 or a.shape[2] != length:
+        raise ValueError(f"{path}: shape {a.shape}, expected (1, 4, {length}, H, W)")
+    rgb = a[0, 2::-1] if bgr else a[0, :3]
+    lab = a[0, 3].copy()
+    lab[lab >= len(CLASSES)] = VOID
+    if rgb.shape[2:] != (height, width):
+        rgb = np.stack([[cv2.resize(c, (width, height), interpolation=cv2.INTER_AREA) for c in ch] for ch in rgb])
+        lab = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_NEAREST) for f in lab])
+    return [(0, {"frames": np.ascontiguousarray(rgb), "label": lab[None]})]
+
+
 def work_video(item: str, payload, length: int, stride: int, height: int, width: int,
                lut: np.ndarray, colors: dict | None):
     import cv2  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
     kind, val = payload
+    if kind == "bin":
+        return work_bin(val[0], val[1], length, height, width)
     pairs = pairs_from_folder(Path(val)) if kind == "dir" else [(Path(a), Path(b)) for a, b in val]
     if len(pairs) < length:
         raise ValueError(f"{item}: {len(pairs)} labelled frames, fewer than a clip ({length})")
@@ -202,6 +236,9 @@ examples:
 """, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", help="dataset folder (tree layout)")
     ap.add_argument("--list", help="list file '<frame> <label> [<video>]' (instead of --root)")
+    ap.add_argument("--c3d-bins", help="list of the authors' C3D .bin clips (instead of --root)")
+    ap.add_argument("--bin-channels", choices=("rgb", "bgr"), default="rgb",
+                    help="colour order inside the .bin clips (default rgb)")
     ap.add_argument("--videos", help="file naming the video folders (relative to --root) of this split")
     ap.add_argument("--split", choices=("train", "test"), required=True)
     ap.add_argument("--stride", type=int, help="default: 1 for train, 16 for test")
@@ -214,9 +251,11 @@ examples:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--shard", help="k/N (see python -m data_prep.db merge)")
     a = ap.parse_args(argv)
-    if bool(a.root) == bool(a.list):
-        ap.error("give exactly one of --root and --list")
-    if a.list:
+    if sum(map(bool, (a.root, a.list, a.c3d_bins))) != 1:
+        ap.error("give exactly one of --root, --list and --c3d-bins")
+    if a.c3d_bins:
+        vids = bins_from_list(Path(a.c3d_bins).expanduser(), a.bin_channels == "bgr")
+    elif a.list:
         vids = videos_from_list(Path(a.list).expanduser())
     else:
         root = Path(a.root).expanduser()
@@ -235,7 +274,8 @@ examples:
     stride = a.stride or (1 if a.split == "train" else 16)
     out = Path(a.out) if a.out else db_path("gatech", a.split)
     params = {"length": a.length, "stride": stride, "height": a.height, "width": a.width,
-              "label_map": a.label_map, "label_colors": a.label_colors, "videos": len(vids)}
+              "label_map": a.label_map, "label_colors": a.label_colors, "videos": len(vids),
+              "c3d_bins": bool(a.c3d_bins), "bin_channels": a.bin_channels if a.c3d_bins else None}
     meta = {"dataset": "gatech", "split": a.split, "task": "seg", "classes": list(CLASSES), "void": VOID,
             "command": ["python", "-m", "data_prep.gatech", *(argv if argv is not None else sys.argv[1:])],
             "params": params}

@@ -236,3 +236,27 @@ def test_resume_with_other_parameters_is_refused(ucf, tmp_path):
     r = run_tool("data_prep.ucf101", *base, "--stride", "8", check=False)
     assert r.returncode != 0 and "was started with other parameters" in r.stderr and str(tmp_path / "db") in r.stderr
     assert cdb.manifest(tmp_path / "db")["params"]["stride"] == 16
+
+
+def test_gatech_from_c3d_bins_with_a_truncated_one(tmp_path):
+    from data_prep.c3dbin import read_c3d_bin, write_c3d_bin
+    rng = np.random.default_rng(0)
+    vols = []
+    for i in range(3):
+        v = rng.integers(0, 255, (1, 4, 16, 32, 40), dtype=np.uint8)
+        v[0, 3] = rng.integers(0, 10, (16, 32, 40))              # 8, 9 → void
+        vols.append(v)
+        write_c3d_bin(tmp_path / f"c{i}.bin", v)
+    assert np.array_equal(read_c3d_bin(tmp_path / "c0.bin"), vols[0])
+    (tmp_path / "c1.bin").write_bytes((tmp_path / "c1.bin").read_bytes()[:5000])
+    (tmp_path / "list.txt").write_text("c0.bin 0 0\nc1.bin 0 0\nc2.bin 0 0\n")
+    r = run_tool("data_prep.gatech", "--c3d-bins", tmp_path / "list.txt", "--split", "train",
+                 "--out", tmp_path / "db", "--bin-channels", "bgr", "--height", "32", "--width", "40")
+    assert "c1.bin: truncated" in r.stderr
+    man = cdb.manifest(tmp_path / "db")
+    assert man["count"] == 2 and [b["item"] for b in man["bad"]] == ["c1.bin"]
+    rec = cdb.read_clip(tmp_path / "db", 1)
+    assert np.array_equal(rec["frames"], vols[2][0, 2::-1])      # BGR → RGB
+    lab = vols[2][0, 3].copy()
+    lab[lab >= 8] = 255
+    assert np.array_equal(rec["label"][0], lab)
