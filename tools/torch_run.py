@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     try:
         import torch  # noqa: PLC0415
 
-        from models.torch_runtime import TorchNet, load_caffemodel  # noqa: PLC0415
+        from models.torch_runtime import load_caffemodel  # noqa: PLC0415
         from models.torch_runtime.runtime import RunOptions  # noqa: PLC0415
     except ImportError as e:
         print(f"error: {e}", file=sys.stderr)

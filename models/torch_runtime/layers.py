@@ -79,10 +79,6 @@ class CaffeLayer(nn.Module):
                 self.blobs[i] = b
 
 
-def _fillers_ok():
-    return True
-
-
 # --------------------------------------------------------------------------- convolution
 def _rep(field, n, default=None, name="value"):
     vals = list(field)
