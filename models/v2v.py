@@ -25,7 +25,7 @@ flow_scale, seed). ``data_source="input"`` swaps it for Input layers (tests, too
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from models.paths import db_rel
 from models.protospec import Enum, Layer, render_net, render_solver
@@ -478,5 +478,5 @@ def all_files() -> dict[str, str]:
     return out
 
 
-__all__ = ["VARIANTS", "Variant", "build", "solver_text", "all_files", "variant", "replace",
+__all__ = ["VARIANTS", "Variant", "build", "solver_text", "all_files", "variant",
            "c3d_encoder", "v2v_decoder", "remove_skip_decoder", "up_head"]

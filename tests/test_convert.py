@@ -99,7 +99,6 @@ def test_mismatched_layers_reported_and_left_out(caffe, c3d_model, tmp_path):
 
 
 def test_without_net_and_keep_all(c3d_model, tmp_path):
-    from google.protobuf import text_format  # noqa: F401
     from models.engine import pb2
     src, _, fc = c3d_model
     out = tmp_path / "all.caffemodel"

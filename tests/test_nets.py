@@ -3,7 +3,6 @@ shapes as design.md §1, parameter counts against a hand count, forward + backwa
 small size, a few solver steps lower the loss, clear errors for bad sizes."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
@@ -16,7 +15,6 @@ from models.validate import ValidationError, validate_net_file
 
 VARIANTS = [v.key for v in v2v.VARIANTS]
 DEPLOY_VARIANTS = [v.key for v in v2v.VARIANTS if not v.deploy]  # own deploy file
-HAVE_DATA_LAYER = importlib.util.find_spec("data_prep.layers") is not None
 
 
 # --------------------------------------------------------------------------- hand counts
@@ -308,7 +306,6 @@ def tiny_dbs(tmp_path_factory):
     return root
 
 
-@pytest.mark.skipif(not HAVE_DATA_LAYER, reason="data_prep.layers (ClipDataLayer) not there yet")
 @pytest.mark.parametrize("key", VARIANTS)
 def test_committed_train_val_validates(key, tiny_dbs, tmp_path, monkeypatch):
     """The committed train_val with its databases (tiny ones here: only the db and mean
@@ -328,7 +325,6 @@ def test_committed_train_val_validates(key, tiny_dbs, tmp_path, monkeypatch):
     assert s.net == f"prototxt/{key}_train_val.prototxt"
 
 
-@pytest.mark.skipif(not HAVE_DATA_LAYER, reason="data_prep.layers (ClipDataLayer) not there yet")
 def test_train_val_runs_on_a_clip_database(caffe, tiny_dbs, tmp_path):
     """seg_v2v_train_val (db paths changed only) forward + backward through the real
     ClipDataLayer: data and labels arrive, the loss is finite."""
