@@ -114,9 +114,11 @@ class ClipWriter:
                           f"to build it anew")
 
     def done_units(self) -> set[int]:
+        """Units stored completely. Failed (bad) units are not done: a new run retries them
+        (the input may have been repaired) and reports them again if they still fail."""
         out = set()
         with self.env.begin() as txn:
-            for prefix in (b"u/", b"b/"):
+            for prefix in (b"u/",):
                 cur = txn.cursor()
                 if cur.set_range(prefix):
                     for k in cur.iternext(values=False):
@@ -242,8 +244,8 @@ def build(out, units: list[tuple[str, object]], work, fields: dict, meta: dict,
     ``units`` is the sorted list of (item name, payload); a unit's index in it is its key.
     A failing unit is reported with its error and listed at the end; the others go on.
     With ``shard="k/N"`` only units with index % N == k run, into ``<out>.shard-k-of-N``
-    (merge with ``python -m data_prep.db merge``). Returns the manifest (None for a shard,
-    whose manifest is a partial one)."""
+    (merge with ``python -m data_prep.db merge``). Returns the manifest (a shard's covers
+    only its own units)."""
     from tqdm import tqdm  # noqa: PLC0415
     k, n = parse_shard(shard)
     out = Path(out)
@@ -261,7 +263,8 @@ def build(out, units: list[tuple[str, object]], work, fields: dict, meta: dict,
             if i % n == k and i not in done]
     mine = sum(1 for i in range(len(units)) if i % n == k)
     if done:
-        print(f"[{desc}] resuming {path}: {mine - len(todo)} of {mine} items already done")
+        print(f"[{desc}] resuming {path}: {mine - len(todo)} of {mine} items already done"
+              + (", failed ones are retried" if len(todo) else ""))
     errors = []
     bar = tqdm(total=mine, initial=mine - len(todo), desc=desc, unit="video", file=sys.stderr,
                dynamic_ncols=True)

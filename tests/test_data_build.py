@@ -260,3 +260,24 @@ def test_gatech_from_c3d_bins_with_a_truncated_one(tmp_path):
     lab = vols[2][0, 3].copy()
     lab[lab >= 8] = 255
     assert np.array_equal(rec["label"][0], lab)
+
+
+def test_a_repaired_bad_item_is_retried_on_the_next_run(tmp_path):
+    from PIL import Image
+    root = tmp_path / "gatech"
+    _gatech_tree(root, n_train=2, n_test=0, frames=17)
+    lab = root / "train" / "video000" / "labels" / "000003.png"
+    good = np.array(Image.open(lab))
+    bad = good.copy()
+    bad[0, 0] = 200
+    Image.fromarray(bad).save(lab)
+    args = ("--root", root, "--split", "train", "--out", tmp_path / "db")
+    run_tool("data_prep.gatech", *args)
+    assert cdb.manifest(tmp_path / "db")["count"] == 2 and len(cdb.manifest(tmp_path / "db")["bad"]) == 1
+    Image.fromarray(good).save(lab)
+    run_tool("data_prep.gatech", *args)
+    man = cdb.manifest(tmp_path / "db")
+    assert man["count"] == 4 and man["bad"] == []
+    fresh = tmp_path / "fresh"
+    run_tool("data_prep.gatech", "--root", root, "--split", "train", "--out", fresh)
+    assert cdb.manifest(fresh)["checksum"] == man["checksum"]
