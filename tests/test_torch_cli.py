@@ -40,6 +40,8 @@ def test_torch_train_cli_writes_caffe_snapshot(solver, tmp_path, caffe):
     assert "iter 2 loss" in r.stdout
     model = tmp_path / "out" / "snap_iter_4.caffemodel"
     assert model.exists() and (tmp_path / "out" / "snap_iter_4.solverstate").exists()
+    log = (tmp_path / "out" / "torch_train_log.csv").read_text().splitlines()
+    assert log[0] == "iter,loss,smoothed_loss,lr" and len(log) == 5
     caffe.Net(str(tmp_path / "net.prototxt"), str(model), caffe.TEST)
 
 

@@ -14,6 +14,7 @@ N × batch × iter_size (gradients averaged, as Caffe's multi-GPU solver): scale
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-channels-last", action="store_true", help="keep NCDHW on CUDA")
     ap.add_argument("--compile", action="store_true", help="torch.compile the net")
     ap.add_argument("--max-iter", type=int, help="override the solver's max_iter")
-    ap.add_argument("--out", type=Path, help="folder for snapshots (default: the solver's snapshot_prefix)")
+    ap.add_argument("--out", type=Path, help="folder for snapshots and torch_train_log.csv "
+                    "(default: the solver's snapshot_prefix, no CSV)")
     a = ap.parse_args(argv)
     try:
         import models.torch_runtime  # noqa: F401, PLC0415  (clear error without torch)
@@ -80,15 +82,25 @@ def main(argv=None) -> int:
         opts = RunOptions(device=device, precision=a.precision or ("bf16" if cuda else "fp32"),
                           channels_last=cuda and not a.no_channels_last, compile=a.compile)
         sp = effective_solver(a.solver, a.out, a.max_iter)
-        tr = Trainer(sp, weights=a.weights, opts=opts, resume=a.resume)
+        csv_log = None
+        if a.out is not None:
+            a.out.mkdir(parents=True, exist_ok=True)
+            csv_log = a.out / "torch_train_log.csv"
+            if not csv_log.exists():
+                csv_log.write_text("iter,loss,smoothed_loss,lr\n")
+        tr = Trainer(sp, weights=a.weights, opts=opts, resume=a.resume, csv_log=csv_log)
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     tr.log(f"[torch_train] {a.solver} on {opts.device} ×{tr.world}, {opts.precision}"
            f"{', channels_last' if opts.channels_last else ''}{', compiled' if opts.compile else ''}")
+    def _term(signum, frame):   # SIGTERM (a scheduler's stop): snapshot like Ctrl-C
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _term)
     try:
         tr.run()
     except KeyboardInterrupt:
+        tr.log(f"[torch_train] interrupted at iter {tr.iter}: writing a snapshot")
         tr.snapshot()
         return 130
     except FloatingPointError as e:

@@ -65,7 +65,9 @@ def unused_learnable(net: TorchNet) -> list[str]:
 
 class Trainer:
     def __init__(self, solver, weights=None, opts: RunOptions | None = None, feed=None,
-                 input_shapes=None, log=print, resume=None):
+                 input_shapes=None, log=print, resume=None, csv_log=None):
+        """csv_log: a file that gets one line per iteration: iter,loss,smoothed_loss,lr."""
+        self.csv = Path(csv_log) if csv_log else None
         self.sp = read_solver_param(solver)
         self.opts = opts or RunOptions()
         self.rank, self.world = init_distributed(self.opts)
@@ -138,6 +140,9 @@ class Trainer:
             rate = self.opt.apply_update()
             out.append(loss)
             it = self.iter
+            if self.csv is not None and self.rank == 0:
+                with open(self.csv, "a") as f:
+                    f.write(f"{it - 1},{loss:.9g},{smoothed:.9g},{rate:.9g}\n")
             if sp.display and (it - 1) % sp.display == 0:
                 self.log(f"[torch_train] iter {it - 1} loss {smoothed:.6g} lr {rate:.3g}")
             if sp.snapshot and it % sp.snapshot == 0:
