@@ -405,3 +405,24 @@ def test_nets_md_lists_every_net_with_its_measured_params():
         row = next((line for line in text.splitlines() if line.startswith(f"| `{key}` |")), None)
         assert row is not None, key
         assert f"{n:,}" in row, (key, row)
+
+
+# Layer types of the authors' C3D-v1.1 (BVLC mid-2017 + 3D layers) that our nets may use:
+# anything else would not run there.
+C3D_V11_TYPES = {"Convolution3D", "Deconvolution3D", "Pooling3D", "ReLU", "Concat", "Python",
+                 "Input", "SoftmaxWithLoss", "Softmax", "Accuracy", "EuclideanLoss", "Flatten",
+                 "Power", "Silence"}
+
+
+def test_nets_stay_in_the_c3d_v11_dialect():
+    from google.protobuf import text_format
+    from models.engine import pb2
+    for name in sorted(p.name for p in PROTOTXT.glob("*.prototxt") if "solver" not in p.name):
+        net = text_format.Parse((PROTOTXT / name).read_text(), pb2().NetParameter())
+        types = {layer.type for layer in net.layer}
+        assert types <= C3D_V11_TYPES, (name, types - C3D_V11_TYPES)
+        for layer in net.layer:
+            # our engine's Pooling3D temporal_pad extension is not in C3D-v1.1
+            assert not layer.pooling3d_param.HasField("temporal_pad"), (name, layer.name)
+            if layer.type == "Python":
+                assert layer.python_param.module in ("models.pylayers", "data_prep.layers")
