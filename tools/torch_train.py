@@ -1,7 +1,8 @@
 """Train a Caffe solver prototxt with the PyTorch runtime (CPU, one GPU, or many via torchrun).
 
     python -m tools.torch_train --solver prototxt/seg_solver.prototxt --weights data/c3d/c3d.caffemodel
-    torchrun --nproc_per_node 4 -m tools.torch_train --solver prototxt/flow_solver.prototxt
+    python -m tools.torch_train --solver prototxt/flow_solver.prototxt --gpus 4    # DDP, 4 GPUs
+    torchrun --nproc_per_node 4 -m tools.torch_train --solver prototxt/flow_solver.prototxt   # same
 
 Same solver, same nets, same data layers as `caffe train` / `python -m tools.train`, with
 Caffe's SGD semantics (models/torch_runtime/solver.py). Snapshots are Caffe files
@@ -14,7 +15,9 @@ N × batch × iter_size (gradients averaged, as Caffe's multi-GPU solver): scale
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,6 +52,25 @@ def effective_solver(solver_path: Path, out: Path | None, max_iter: int | None):
     return sp
 
 
+def launch(n: int, args: list[str]) -> int:
+    """Re-run this command under torchrun with n processes (one per GPU)."""
+    rest, skip = [], False
+    for x in args:
+        if skip:
+            skip = False
+            continue
+        if x == "--gpus":
+            skip = True
+            continue
+        if x.startswith("--gpus="):
+            continue
+        rest.append(x)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           "-m", "tools.torch_train"] + rest
+    print("[torch_train] " + " ".join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.torch_train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,7 +85,12 @@ def main(argv=None) -> int:
     ap.add_argument("--max-iter", type=int, help="override the solver's max_iter")
     ap.add_argument("--out", type=Path, help="folder for snapshots and torch_train_log.csv "
                     "(default: the solver's snapshot_prefix, no CSV)")
+    ap.add_argument("--gpus", type=int, default=1,
+                    help="N > 1: start N ranks on this machine through torchrun (DDP); with "
+                         "--device cpu, N CPU ranks (gloo)")
     a = ap.parse_args(argv)
+    if a.gpus > 1 and "WORLD_SIZE" not in os.environ:
+        return launch(a.gpus, sys.argv[1:] if argv is None else list(argv))
     try:
         import models.torch_runtime  # noqa: F401, PLC0415  (clear error without torch)
     except ImportError as e:
