@@ -2,7 +2,6 @@
 tree, a Sintel-like tree. Bad items, kill-and-resume, shards, --help."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
