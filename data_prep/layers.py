@@ -128,7 +128,8 @@ class ClipSource:
     """Deterministic batches (data, label) from a database: the sampler of ClipDataLayer."""
 
     def __init__(self, params: dict | str):
-        self.p = parse_params(params) if isinstance(params, str) else params
+        # a dict (e.g. a prototxt's param_str already decoded) is checked and completed too
+        self.p = parse_params(params if isinstance(params, str) else json.dumps(params))
         self.db_path, man = _load_manifest(self.p)
         self.db = ClipDB(self.db_path)
         self.ls, self.h, self.w, self.length, self.ch, self.cw = _geometry(self.p, man, self.db_path)

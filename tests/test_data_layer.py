@@ -189,3 +189,15 @@ def test_caffe_cli_trains_through_the_data_layer(tmp_path):
     # v = 0.5 + y/100 ∈ [0.5, 0.65] → between 256·(1 + 0.25)/2 = 160 and 256·(1.42 + 0.43)/2 ≈ 237
     losses = [float(x) for x in __import__("re").findall(r"Iteration \d+, loss = ([0-9.e+-]+)", out)]
     assert len(losses) >= 4 and all(160 <= v <= 237 for v in losses)
+
+
+def test_clip_source_without_caffe_from_a_plain_dict(tmp_path):
+    """Tools (evaluation, torch) use the sampler directly with a prototxt's decoded params."""
+    from data_prep.layers import ClipSource
+    coord_db(tmp_path / "db", "flow", n=2, L=8, H=16, W=20)
+    src = ClipSource({"db": str(tmp_path / "db"), "task": "flow", "crop": None, "length": 4,
+                      "train": False, "flow_scale": 1.0, "prefetch": 0})
+    assert (src.n, src.sub, src.length, src.h, src.w, src.ch, src.cw) == (4, 2, 4, 16, 20, 16, 20)
+    x, y = src.clip(3, None)                                  # record 1, frames 4..7
+    assert x.shape == (3, 4, 16, 20) and x[2, 0, 0, 0] == 10 * 4 + 50
+    np.testing.assert_allclose(y[0], 1 + x[0] / 100, rtol=1e-6)
