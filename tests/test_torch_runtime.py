@@ -219,3 +219,16 @@ def test_data_layer_without_shapes_asks_for_them():
         TorchNet(text, "TRAIN")
     net = TorchNet(text, "TRAIN", input_shapes={"data": (1, 2, 4, 8, 8)})
     assert net.blob_shapes["c1"] == (1, 4, 2, 6, 6)
+
+
+def test_label_out_of_range_is_an_error():
+    text = (inp("data", (1, 3, 2, 4, 4)) + inp("label", (1, 1, 2, 4, 4)) + conv3d("c", "data", 4, 1, 1) +
+            'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "c" bottom: "label" top: "loss" '
+            'loss_param { ignore_label: 255 } }\n')
+    net = TorchNet(text, "TRAIN")
+    lab = torch.zeros(1, 1, 2, 4, 4)
+    lab[0, 0, 0, 0, 0] = 255
+    net({"data": torch.randn(1, 3, 2, 4, 4), "label": lab})     # void is fine
+    lab[0, 0, 1, 1, 1] = 4
+    with pytest.raises(ValueError, match=r"'loss'.*outside \[0, 4\)"):
+        net({"data": torch.randn(1, 3, 2, 4, 4), "label": lab})

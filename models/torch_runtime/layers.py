@@ -460,6 +460,7 @@ def _normalizer(mode, outer, inner, valid):
 @register("SoftmaxWithLoss")
 class SoftmaxWithLoss(CaffeLayer):
     is_loss = True
+    _checks = 0
 
     def forward(self, x, label):
         axis = self.lp.softmax_param.axis % x.dim()
@@ -475,7 +476,10 @@ class SoftmaxWithLoss(CaffeLayer):
         ign = self.lp.loss_param.ignore_label
         valid = lab != ign if has_ignore else torch.ones_like(lab, dtype=torch.bool)
         safe = torch.where(valid, lab, torch.zeros_like(lab))
-        if x.device.type != "meta" and not torch.compiler.is_compiling():
+        # label check: always on CPU; on GPUs only for the first batches (it syncs the device)
+        if x.device.type != "meta" and not torch.compiler.is_compiling() and (
+                x.device.type == "cpu" or self._checks < 3):
+            self._checks += 1
             bad = valid & ((safe < 0) | (safe >= k))
             if bool(bad.any()):
                 raise self.err(f"label values outside [0, {k}) that are not ignore_label")
