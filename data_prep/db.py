@@ -266,20 +266,22 @@ def build(out, units: list[tuple[str, object]], work, fields: dict, meta: dict,
         print(f"[{desc}] resuming {path}: {mine - len(todo)} of {mine} items already done"
               + (", failed ones are retried" if len(todo) else ""))
     errors = []
-    bar = tqdm(total=mine, initial=mine - len(todo), desc=desc, unit="video", file=sys.stderr,
+    pool = None
+    if workers > 1 and len(todo) > 1:  # fork the workers before tqdm starts its monitor thread
+        import multiprocessing as mp  # noqa: PLC0415
+        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        pool = ctx.Pool(min(workers, len(todo)))
+    bar = tqdm(total=mine, initial=mine - len(todo), desc=desc, unit="item", file=sys.stderr,
                dynamic_ncols=True)
     try:
-        if workers > 1 and len(todo) > 1:
-            import multiprocessing as mp  # noqa: PLC0415
-            ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-            with ctx.Pool(workers) as pool:
-                for res in pool.imap_unordered(_call, todo):
-                    _store(w, res, errors, bar)
-        else:
-            for t in todo:
-                _store(w, _call(t), errors, bar)
+        results = pool.imap_unordered(_call, todo) if pool else map(_call, todo)
+        for res in results:
+            _store(w, res, errors, bar)
     finally:
         bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
     man = w.finalize({**meta, "shard": f"{k}/{n}" if n > 1 else None})
     w.close()
     if man["bad"]:
