@@ -81,12 +81,13 @@ def test_kill_and_resume_gives_the_same_records(tmp_path):
     full = tmp_path / "full"
     subprocess.run(_ucf_cmd(root, full), check=True, capture_output=True, env=env, cwd="/")
     part = tmp_path / "part"
-    p = subprocess.Popen(_ucf_cmd(root, part), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         env=env, cwd="/")
+    # interrupted run with 2 worker processes (finishing out of order), killed with its workers
+    p = subprocess.Popen(_ucf_cmd(root, part, "--workers", "2"), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=env, cwd="/", start_new_session=True)
     t0 = time.time()
     while cdb.progress(part) < 2 and time.time() - t0 < 120 and p.poll() is None:
         time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
+    os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     done = cdb.progress(part)
     assert 2 <= done < 7, f"kill landed after {done} of 7 videos"
