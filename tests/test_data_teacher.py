@@ -12,7 +12,7 @@ from data_prep.flo import FloError, read_flo, write_flo
 from data_prep.flowviz import flow_to_color
 
 
-def test_teacher_epe_on_real_textures_beats_dis_and_farneback():
+def test_teacher_epe_on_real_textures_beats_dis_and_farneback(capsys):
     pairs = teacher.warped_pairs(8, h=128, w=171, magnitude=4.5, seed=0)
     mags = [np.hypot(f[..., 0], f[..., 1]).mean() for _, _, f, _ in pairs]
     assert all(abs(m - 4.5) < 1e-3 for m in mags)
@@ -20,7 +20,9 @@ def test_teacher_epe_on_real_textures_beats_dis_and_farneback():
     for name, fn in teacher.METHODS.items():
         t0 = time.perf_counter()
         res[name] = np.mean([teacher.epe(fn(a, b), fl, v) for a, b, fl, v in pairs])
-        print(f"{name:10s} EPE {res[name]:.3f} px ({1000 * (time.perf_counter() - t0) / len(pairs):.1f} ms/pair, 171x128)")
+        with capsys.disabled():   # the figure is shown even when pytest captures output
+            print(f"\n[teacher self-check] {name:10s} EPE {res[name]:.3f} px "
+                  f"({1000 * (time.perf_counter() - t0) / len(pairs):.1f} ms/pair, 171x128)", end="")
     assert res["brox"] <= 0.35
     assert res["brox"] < res["dis"]
     assert res["brox"] < res["farneback"]
