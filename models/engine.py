@@ -10,14 +10,18 @@ import sys
 from functools import lru_cache
 
 
+# glog reads its settings when libcaffe loads, which can happen through any import of the
+# caffe package (caffe_pb2 included): quiet it before anything imports it.
+if os.environ.get("V2V_CAFFE_VERBOSE", "0") != "1":
+    os.environ.setdefault("GLOG_minloglevel", "2")
+
+
 class EngineMissing(RuntimeError):
     pass
 
 
 @lru_cache(maxsize=1)
 def caffe():
-    if os.environ.get("V2V_CAFFE_VERBOSE", "0") != "1":
-        os.environ.setdefault("GLOG_minloglevel", "2")
     try:
         import caffe as _caffe  # noqa: PLC0415
     except ImportError as e:  # pragma: no cover - depends on the machine
@@ -25,7 +29,8 @@ def caffe():
             f"pycaffe cannot be imported ({e}). Run `make test` or `bash engine/setup.sh` "
             f"from the repo root, and use .venv/bin/python (this is {sys.executable})."
         ) from e
-    _caffe.set_mode_cpu()
+    # No set_mode_cpu() here: data layers import this module inside `caffe train -gpu`,
+    # and Caffe's mode is per thread. CPU is Caffe's default; tools that care set it.
     return _caffe
 
 

@@ -399,6 +399,9 @@ def infer_layer(layer, bs):
     if t in LOSSES:
         if t == "SoftmaxWithLoss" and len(bs) >= 2:
             _softmax_loss_check(layer, bs)
+        if t == "EuclideanLoss" and max(len(bs[0]), len(bs[1])) > 4:
+            raise ShapeError(layer.name, t, f"bottoms {fmt(bs[0])}, {fmt(bs[1])}: Caffe's EuclideanLoss "
+                             "aborts on blobs of more than 4 axes (legacy num()); Flatten both first")
         if t == "EuclideanLoss" and bs[0] != bs[1] and math.prod(bs[0]) != math.prod(bs[1]):
             raise ShapeError(layer.name, t, f"bottoms {fmt(bs[0])} and {fmt(bs[1])} differ")
         return [()] + [bs[0]] * (len(layer.top) - 1), [], 3 * math.prod(bs[0])

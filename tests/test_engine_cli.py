@@ -182,6 +182,8 @@ BAD_NETS = {
     "python_module_missing": (net_with('layer { name: "py" type: "Python" bottom: "data" top: "y" '
                                        'python_param { module: "no_such_module_v2v" layer: "X" } }'),
                               "module 'no_such_module_v2v' cannot be imported"),
+    "euclidean_5d": (net_with('layer { name: "loss" type: "EuclideanLoss" bottom: "data" bottom: "data" top: "loss" }'),
+                     "Flatten both first"),
     "pool_pad_too_big": (net_with('layer { name: "p" type: "Pooling3D" bottom: "data" top: "p" '
                                   'pooling3d_param { pool: MAX kernel_size: 2 kernel_depth: 2 pad: 2 } }'),
                          "pad must be smaller than the kernel"),
