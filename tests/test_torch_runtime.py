@@ -232,3 +232,10 @@ def test_label_out_of_range_is_an_error():
     lab[0, 0, 1, 1, 1] = 4
     with pytest.raises(ValueError, match=r"'loss'.*outside \[0, 4\)"):
         net({"data": torch.randn(1, 3, 2, 4, 4), "label": lab})
+
+
+def test_clear_errors_for_paths_and_input_names(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.prototxt"):
+        TorchNet(str(tmp_path / "nope.prototxt"))
+    with pytest.raises(ValueError, match="clip"):
+        TorchNet(inp("data", (1, 3, 4, 8, 8)) + conv3d("c1", "data", 4, 3, 3), input_shapes={"clip": (1, 3, 4, 8, 8)})

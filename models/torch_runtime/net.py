@@ -39,6 +39,10 @@ def read_net_param(src):
     pb = _pb2()
     if isinstance(src, pb.NetParameter):
         return src
+    if isinstance(src, str) and "\n" not in src and src.strip().endswith(".prototxt"):
+        src = Path(src)
+    if isinstance(src, Path) and not src.exists():
+        raise FileNotFoundError(f"prototxt {src} not found")
     text = Path(src).read_text() if isinstance(src, Path) or (
         isinstance(src, str) and "\n" not in src and Path(src).exists()) else str(src)
     np_ = pb.NetParameter()
@@ -181,6 +185,10 @@ class TorchNet(nn.Module):
             self.layers[key] = layer
             self.plan.append((key, list(lp.bottom), list(lp.top), lw))
         self.blob_shapes = shapes
+        unknown = set(input_shapes) - set(self.input_names)
+        if unknown:
+            raise ValueError(f"input_shapes names {sorted(unknown)}, which are not inputs of this "
+                             f"net (its inputs: {self.input_names})")
         # outputs: Caffe's available blobs (a bottom is consumed, a top made available)
         avail = list(self.input_names)
         for key, bottoms, tops, lw in self.plan:
