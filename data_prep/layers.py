@@ -44,6 +44,7 @@ Tops:
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 from pathlib import Path
@@ -220,6 +221,18 @@ class ClipSource:
                 y[0] = -y[0]
         return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.float32)
 
+    def skip(self, batches: int) -> None:
+        """Advance as if ``batches`` batches had been drawn, loading nothing: the same
+        random calls as next_batch, so a resumed training run sees the same clips, crops
+        and mirrors as an uninterrupted one."""
+        for _ in range(batches * self.p["batch_size"]):
+            self._next_index()
+            if self.p["train"]:
+                self.rng.integers(0, self.h - self.ch + 1)
+                self.rng.integers(0, self.w - self.cw + 1)
+                if self.p["mirror"]:
+                    self.rng.random()
+
     def next_batch(self):
         x = np.empty(self.shapes[0], np.float32)
         y = np.empty(self.shapes[1], np.float32)
@@ -283,6 +296,11 @@ class ClipDataLayer(caffe().Layer):
         if len(top) != 2:
             raise Exception("ClipDataLayer has two tops: data and label")
         self.source = ClipSource(self.param_str)
+        # tools.train sets V2V_START_ITER (iterations × iter_size) when it resumes from a
+        # snapshot: the TRAIN data continue where the interrupted run stopped.
+        start = int(os.environ.get("V2V_START_ITER", "0") or 0)
+        if start and self.phase == caffe().TRAIN:
+            self.source.skip(start)
         self.prefetch = Prefetcher(self.source, self.source.p["prefetch"])
 
     def reshape(self, bottom, top):

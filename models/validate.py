@@ -157,7 +157,9 @@ def solver_nets(solver) -> list[tuple[str, str]]:
     """(path, phase) of every net file a solver names."""
     out = []
     if solver.net:
-        out += [(solver.net, "TRAIN"), (solver.net, "TEST")]
+        out.append((solver.net, "TRAIN"))
+        if len(solver.test_iter):  # Caffe builds a test net from `net` only then
+            out.append((solver.net, "TEST"))
     if solver.train_net:
         out.append((solver.train_net, "TRAIN"))
     out += [(t, "TEST") for t in solver.test_net]

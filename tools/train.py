@@ -210,7 +210,10 @@ def train(solver_path, weights=None, out=None, max_iter=None, snapshot=None, fre
     cf = caffe()
     if sp.random_seed >= 0:
         cf.set_random_seed(sp.random_seed)
-    solver = cf.get_solver(str(eff))
+    try:
+        solver = cf.get_solver(str(eff))
+    finally:
+        os.environ.pop("V2V_START_ITER", None)  # read once by the data layers' setup
     net_path = sp.net or sp.train_net
     if state:
         solver.restore(str(state))
