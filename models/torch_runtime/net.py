@@ -142,10 +142,11 @@ class TorchNet(nn.Module):
                     known = layer.shapes()
                     if known is None:
                         missing = [t for t, s in zip(lp.top, tshapes) if s is None]
+                        cause = getattr(layer, "shape_error", None)
                         raise ValueError(
-                            f"layer '{lp.name}' ({lp.type}): give the shapes of {missing} with "
-                            f"input_shapes= (the layer cannot tell them"
-                            + (f": {layer.shape_error})" if getattr(layer, "shape_error", None) else ")"))
+                            f"layer '{lp.name}' ({lp.type}) cannot tell the shapes of its tops "
+                            f"{missing}" + (f": {cause}" if cause else "") +
+                            " (from Python, TorchNet(..., input_shapes={top: shape}) gives them)")
                     tshapes = [s if s is not None else tuple(k) for s, k in zip(tshapes, known)]
                 self.input_names += [t for t in lp.top if t not in self.input_names]
             else:
