@@ -57,10 +57,12 @@ def _texture(rng, h, w, colour, scale):
     return colour[None, None, :] + 28.0 * tex + 10.0 * fine
 
 
-def make_scene(rng, frames=17, height=64, width=80, classes=4, objects=3, max_speed=2) -> Scene:
-    """One synthetic video (see the module docstring)."""
-    pad = (max_speed + 1) * frames + 8
-    bg_v = rng.integers(-1, 2, size=2)  # background pans by -1..1 px/frame
+def make_scene(rng, frames=17, height=64, width=80, classes=4, objects=3, max_speed=2,
+               bg_speed=1) -> Scene:
+    """One synthetic video (see the module docstring). Objects move by up to ``max_speed``
+    and the background pans by up to ``bg_speed`` pixels per frame along each axis."""
+    pad = (max(max_speed, bg_speed) + 1) * frames + 8
+    bg_v = rng.integers(-bg_speed, bg_speed + 1, size=2)
     bg = _texture(rng, height + 2 * pad, width + 2 * pad, CLASS_COLOURS[0], 6)
     objs = []
     for _ in range(objects):

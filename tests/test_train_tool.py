@@ -25,6 +25,8 @@ max_iter: {max_iter}
 snapshot: {snap}
 snapshot_prefix: "ignored/by/tools_train"
 random_seed: 1
+test_iter: 1
+test_interval: 10
 """
 
 
@@ -55,6 +57,9 @@ def test_train_lowers_loss_and_writes_outputs(tiny):
     assert float(r[-1]["loss"]) < 0.7 * float(r[0]["loss"])
     assert float(r[0]["lr"]) == 0.05 and float(r[15]["lr"]) == 0.025  # step policy
     assert (d / "run" / "curve.png").stat().st_size > 5000
+    tests = rows(d / "run" / "test_log.csv")  # test passes use the trained weights
+    assert [int(x["iter"]) for x in tests] == [10, 20]
+    assert float(tests[-1]["loss"]) < 0.7 * float(r[0]["loss"])
     assert (d / "run" / "snapshots" / "solver_iter_20.caffemodel").exists()
     assert (d / "run" / "solver.prototxt").read_text().count(str(d / "net.prototxt")) == 1
 
@@ -133,7 +138,8 @@ def test_resume_with_random_crops_continues_the_data_stream(tmp_path):
     coord_db(tmp_path / "db", task="flow", n=5, L=4, H=16, W=20)
     (tmp_path / "net.prototxt").write_text(DB_NET.format(db=tmp_path / "db"))
     sp = tmp_path / "s.prototxt"
-    sp.write_text(SOLVER.format(net=tmp_path / "net.prototxt", lr=1e-7, max_iter=8, snap=100))
+    text = SOLVER.format(net=tmp_path / "net.prototxt", lr=1e-7, max_iter=8, snap=100)
+    sp.write_text(text.replace("test_iter: 1\ntest_interval: 10\n", ""))  # TRAIN-only net
     train(sp, out=tmp_path / "full", quiet=True)
     train(sp, out=tmp_path / "split", max_iter=4, quiet=True)
     train(sp, out=tmp_path / "split", quiet=True)

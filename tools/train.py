@@ -142,6 +142,7 @@ def loss_of(net) -> float:
 
 def run_test(solver, iters: int) -> dict:
     net = solver.test_nets[0]
+    net.share_with(solver.net)  # as Caffe's Solver::Test: the test net uses the current weights
     acc: dict[str, float] = {}
     for _ in range(iters):
         net.forward()
