@@ -196,10 +196,12 @@ def _tiny_seg_db(path, n_videos=3, L=8, H=20, W=20):
     w.close()
 
 
-def test_clip_data_layer_training_matches_pycaffe(caffe, tmp_path):
+def test_clip_data_layer_training_matches_pycaffe(caffe, tmp_path, monkeypatch):
     """The real data path: ClipDataLayer over an LMDB clip database (random crops and
-    mirrors from its seed) feeds pycaffe's solver and the torch Trainer the same batches."""
+    mirrors from its seed) feeds pycaffe's solver and the torch Trainer the same batches;
+    a torch run resumed from its snapshot continues the same data stream."""
     pytest.importorskip("data_prep.layers")
+    monkeypatch.delenv("V2V_START_ITER", raising=False)
     _tiny_seg_db(tmp_path / "db")
     # a byte copy for the torch side: py-lmdb refuses to open one environment twice in a process
     shutil.copytree(tmp_path / "db", tmp_path / "db_torch")
@@ -220,10 +222,18 @@ def test_clip_data_layer_training_matches_pycaffe(caffe, tmp_path):
     cs.step(6)
     tr = Trainer(tmp_path / "solver_torch.prototxt", weights=tmp_path / "w0.caffemodel", log=lambda *a: None)
     assert tr.net.blob_shapes["data"] == (2, 3, 4, 16, 16)
-    tr.step(6)
+    tr.step(3)
+    tr.snapshot(str(tmp_path / "mid"))
+    tr.step(3)
     for name, blobs in tr.net.params.items():
         for i, p in enumerate(blobs):
-            assert rel(cs.net.params[name][i].data, p.detach().numpy()) < 1e-5, name
+            assert rel(cs.net.params[name][i].data, p.detach().numpy()) < 1e-4, name
+    tr2 = Trainer(tmp_path / "solver_torch.prototxt", resume=tmp_path / "mid_iter_3.solverstate",
+                  log=lambda *a: None)
+    tr2.step(3)
+    for name, blobs in tr.net.params.items():
+        for a, b in zip(blobs, tr2.net.params[name]):
+            assert torch.equal(a, b), name
 
 
 def test_test_pass_matches_caffe_test_net(caffe, data_module):

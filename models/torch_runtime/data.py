@@ -68,6 +68,17 @@ class LayerDataset(torch.utils.data.IterableDataset):
         layer.setup([], self._blobs)
         self._layer = layer
 
+    def skip(self, batches: int) -> bool:
+        """Advance the stream by ``batches`` batches without loading them (resume). True when
+        the layer can (ClipDataLayer's ClipSource, or a layer with a ``skip`` method)."""
+        if self._layer is None:
+            self._setup()
+        target = self._source if self._source is not None else self._layer
+        if batches and hasattr(target, "skip"):
+            target.skip(batches)
+            return True
+        return not batches
+
     def next_batch(self) -> dict:
         if self._layer is None:
             self._setup()
@@ -95,6 +106,13 @@ class NetFeed:
         self.device = device
         self.prefetch = prefetch
         self._q = None
+
+    def skip(self, batches: int) -> bool:
+        """Resume: every data layer continues ``batches`` batches further (before the first
+        batch is drawn). False if some layer cannot skip (it then restarts its stream)."""
+        if self._q is not None:
+            raise RuntimeError("skip() must come before the first batch")
+        return all([s.skip(batches) for s in self.sets])
 
     def _one(self):
         out = {}

@@ -252,6 +252,11 @@ class Trainer:
             h.copy_(torch.from_numpy(blob_to_array(b).reshape(h.shape)).to(h.device))
         self.opt.iter = st.iter
         self.opt.lr_state["current_step"] = st.current_step
+        # the training data continue where the interrupted run stopped (as tools.train
+        # does for Caffe through V2V_START_ITER): iterations × iter_size batches
+        if hasattr(self.feed, "skip") and st.iter:
+            if not self.feed.skip(st.iter * max(1, self.sp.iter_size)):
+                self.log("[torch_train] note: a data layer cannot skip; its stream restarts")
         if st.learned_net:
             learned = Path(st.learned_net)
             if not learned.exists():
