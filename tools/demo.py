@@ -75,12 +75,25 @@ def make_raw(raw: Path, n_train: int, n_test: int, seed: int = 0) -> None:
     np.savez_compressed(raw / "ucf_true_flow.npz", **{k.replace("/", "__"): v for k, v in truth.items()})
 
 
-def data_layer_params(net_text: str, db_root: Path, mean: Path | None) -> str:
-    """Point the ClipDataLayers of a generated train_val net at the demo databases."""
+DEMO_CHOICES = ("demo-only choices for a schedule of a few hundred iterations: MSRA weight "
+                "fillers and bias 0 (the paper's gaussian 0.01 / bias 1 start far too slowly), "
+                "the Adam solver; the architecture is the one in prototxt/")
+
+
+def demo_net_text(net_text: str, db_root: Path, mean: Path | None) -> str:
+    """A generated train_val net with its ClipDataLayers pointed at the demo databases and
+    the demo's fillers (see DEMO_CHOICES)."""
     from google.protobuf import text_format  # noqa: PLC0415
     from models.engine import pb2  # noqa: PLC0415
     net = text_format.Parse(net_text, pb2().NetParameter())
     for layer in net.layer:
+        if layer.type in ("Convolution3D", "Deconvolution3D"):
+            p = layer.convolution3d_param
+            p.weight_filler.Clear()
+            p.weight_filler.type = "msra"
+            p.bias_filler.Clear()
+            p.bias_filler.type = "constant"
+            p.bias_filler.value = 0.0
         if layer.type == "Python" and layer.python_param.layer == "ClipDataLayer":
             p = json.loads(layer.python_param.param_str)
             split = p["db"].rsplit("/", 1)[1]
@@ -96,11 +109,18 @@ def write_nets(out: Path, key: str, db_root: Path, mean, solver: dict) -> tuple[
     d.mkdir(parents=True, exist_ok=True)
     tv, dep, sol = d / f"{key}_train_val.prototxt", d / f"{key}_deploy.prototxt", d / f"{key}_solver.prototxt"
     C = 1 if key.startswith("color") else 3
-    tv.write_text(f"# demo copy of prototxt/{key}_train_val.prototxt: demo databases, {CLIP} clips\n"
-                  + data_layer_params(build(key, "train_val", title=False), db_root, mean))
+    tv.write_text(f"# demo copy of prototxt/{key}_train_val.prototxt: demo databases, clips "
+                  f"{'x'.join(map(str, CLIP))}; {DEMO_CHOICES}\n"
+                  + demo_net_text(build(key, "train_val", title=False), db_root, mean))
     dep.write_text(build(key, "deploy", input_shape=(1, C, *CLIP)))
-    sol.write_text(solver_text(key, net=str(tv), **solver))
+    sol.write_text(f"# demo solver: {DEMO_CHOICES}\n" + solver_text(key, net=str(tv), **solver))
     return tv, dep, sol
+
+
+def demo_solver(iters: int) -> dict:
+    return dict(type="Adam", base_lr=1e-4, momentum=0.9, momentum2=0.999, lr_policy="step",
+                gamma=0.1, stepsize=max(1, int(iters * 0.8)), max_iter=iters, weight_decay=0.0005,
+                snapshot=max(50, iters // 4), test_iter=2, test_interval=max(1, iters // 4))
 
 
 def baselines_seg(train_db: Path, test_db: Path) -> dict:
@@ -173,17 +193,14 @@ def main(argv=None) -> int:
         sh(["data_prep.ucf101", "--task", "flow", "--root", str(raw / "ucf"), "--splits", str(raw / "ucf_splits"),
             "--split", split, "--length", str(L), "--stride", str(L), "--height", str(FRAME[0]),
             "--width", str(FRAME[1]), "--workers", "2", "--out", str(db / "ucf101_flow" / split)], log, a.quiet)
-    sh(["data_prep.mean", "--db", str(db / "gatech" / "train"), "--out", str(db / "gatech_mean.npy")], log, a.quiet)
+    for name in ("gatech", "ucf101_flow"):
+        sh(["data_prep.mean", "--db", str(db / name / "train"), "--out", str(db / f"{name}_mean.npy")], log, a.quiet)
 
     say("3/5 demo nets: full-width V2V on 8x32x32 clips")
     seg = write_nets(out, "seg_v2v_0", db / "gatech", db / "gatech_mean.npy",
-                     dict(base_lr=0.01, lr_policy="step", gamma=0.1, stepsize=max(1, int(a.seg_iters * 0.75)),
-                          max_iter=a.seg_iters, momentum=0.9, weight_decay=0.0005, snapshot=max(50, a.seg_iters // 4),
-                          test_iter=1, test_interval=max(1, a.seg_iters // 4)))
-    flow = write_nets(out, "flow_v2v", db / "ucf101_flow", None,
-                      dict(base_lr=2e-5, lr_policy="step", gamma=0.1, stepsize=max(1, int(a.flow_iters * 0.75)),
-                           max_iter=a.flow_iters, momentum=0.9, weight_decay=0.0005,
-                           snapshot=max(50, a.flow_iters // 4), test_iter=1, test_interval=max(1, a.flow_iters // 4)))
+                     demo_solver(a.seg_iters))
+    flow = write_nets(out, "flow_v2v", db / "ucf101_flow", db / "ucf101_flow_mean.npy",
+                      demo_solver(a.flow_iters))
 
     say(f"4/5 training (segmentation {a.seg_iters} it, flow {a.flow_iters} it) with tools.train")
     results = {}
