@@ -1,6 +1,7 @@
 """Where things live. The one module that names default locations.
 
-All defaults are under the repository root, whatever the current directory:
+All defaults are under the repository root, whatever the current directory
+(``$V2V_DATA`` moves data/, ``$V2V_RUNS`` moves runs/):
   data/db/<dataset>/<split>   clip databases (git-ignored)
   runs/                       outputs of tools (git-ignored)
   prototxt/                   generated nets (committed)
@@ -33,6 +34,11 @@ def db_rel(dataset: str, split: str) -> str:
 
 
 def resolve_repo_path(p: str | os.PathLike) -> Path:
-    """A path from a prototxt: absolute as is, relative against the repo root."""
+    """A path from a prototxt: absolute as is, relative against the repo root — except
+    that ``data/...`` goes to $V2V_DATA when that is set (data kept elsewhere, or tests)."""
     p = Path(p)
-    return p if p.is_absolute() else REPO / p
+    if p.is_absolute():
+        return p
+    if p.parts and p.parts[0] == "data" and "V2V_DATA" in os.environ:
+        return DATA.joinpath(*p.parts[1:])
+    return REPO / p

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from models.c3d_convert import C3DFormatError, convert_mean, convert_model
-from models.paths import PROTOTXT, REPO
+from models.paths import PROTOTXT, resolve_repo_path
 from models.v2v import C3D_DIR, C3D_WEIGHTS
 
 
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
                                  epilog="see the module docstring for an example")
     ap.add_argument("model", nargs="?", help="C3D-v1.0 caffemodel (e.g. conv3d_deepnetA_sport1m_iter_1900000)")
     ap.add_argument("--mean", help="C3D-v1.0 mean binaryproto (e.g. sport1m_train16_128_mean.binaryproto)")
-    ap.add_argument("-o", "--out", default=str(REPO / C3D_WEIGHTS), help="output caffemodel (default %(default)s)")
+    ap.add_argument("-o", "--out", default=str(resolve_repo_path(C3D_WEIGHTS)), help="output caffemodel (default %(default)s)")
     ap.add_argument("--mean-out", help=f"output .npy (default {C3D_DIR}/<mean name>.npy)")
     ap.add_argument("--net", default=str(PROTOTXT / "seg_v2v_deploy.prototxt"),
                     help="net whose layer names/shapes the weights must fit (default %(default)s)")
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
             print(f"{a.out}: {counts['copied']} layers copied, {counts['skipped']} skipped, "
                   f"{counts['mismatched']} mismatched" + (f" (checked against {net})" if net else ""))
         if a.mean:
-            out = a.mean_out or str(REPO / C3D_DIR / (Path(a.mean).name.split(".")[0] + ".npy"))
+            out = a.mean_out or str(resolve_repo_path(C3D_DIR) / (Path(a.mean).name.split(".")[0] + ".npy"))
             m = convert_mean(a.mean, out)
             print(f"{out}: mean {'×'.join(map(str, m.shape))} (C×L×H×W), "
                   f"range {float(m.min()):.1f}…{float(m.max()):.1f}")

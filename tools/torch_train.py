@@ -140,5 +140,16 @@ def main(argv=None) -> int:
     return 0
 
 
+def _exit(rc: int) -> None:
+    """A DDP rank ends with os._exit after its process group is destroyed: on a loaded
+    machine the interpreter's teardown of gloo's C++ threads sometimes aborted the rank
+    ("terminate called without an active exception") after all work was done."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())
