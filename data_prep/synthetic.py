@@ -57,18 +57,24 @@ def _texture(rng, h, w, colour, scale):
     return colour[None, None, :] + 28.0 * tex + 10.0 * fine
 
 
+# Per-class velocities (u, v) in px/frame for scenes where motion follows the class.
+CLASS_VELOCITY = {1: (2, 0), 2: (0, 2), 3: (-2, -1), 4: (1, -2), 5: (-1, 2), 6: (2, 2), 7: (-2, 0)}
+
+
 def make_scene(rng, frames=17, height=64, width=80, classes=4, objects=3, max_speed=2,
-               bg_speed=1) -> Scene:
+               bg_speed=1, class_motion=False) -> Scene:
     """One synthetic video (see the module docstring). Objects move by up to ``max_speed``
-    and the background pans by up to ``bg_speed`` pixels per frame along each axis."""
-    pad = (max(max_speed, bg_speed) + 1) * frames + 8
-    bg_v = rng.integers(-bg_speed, bg_speed + 1, size=2)
+    and the background pans by up to ``bg_speed`` pixels per frame along each axis. With
+    ``class_motion`` every object moves with its class's velocity (CLASS_VELOCITY) over a
+    still background, so motion can also be told from appearance."""
+    pad = (max(max_speed, bg_speed, 2) + 1) * frames + 8
+    bg_v = np.zeros(2, int) if class_motion else rng.integers(-bg_speed, bg_speed + 1, size=2)
     bg = _texture(rng, height + 2 * pad, width + 2 * pad, CLASS_COLOURS[0], 6)
     objs = []
     for _ in range(objects):
         cls = int(rng.integers(1, classes))
         oh, ow = int(rng.integers(height // 4, height // 2)), int(rng.integers(width // 5, width // 2))
-        v = rng.integers(-max_speed, max_speed + 1, size=2)
+        v = np.array(CLASS_VELOCITY[cls]) if class_motion else rng.integers(-max_speed, max_speed + 1, size=2)
         y, x = int(rng.integers(0, height - oh)), int(rng.integers(0, width - ow))
         tex = _texture(rng, oh, ow, CLASS_COLOURS[cls], [2, 3, 4, 8, 5, 6, 3, 4][cls])
         yy, xx = np.mgrid[0:oh, 0:ow]

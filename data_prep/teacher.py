@@ -61,6 +61,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from models import metrics
+
 cv2.setNumThreads(1)  # one thread per process: parallelism comes from --workers
 
 
@@ -223,8 +225,8 @@ def warped_pairs(n: int = 6, h: int = 128, w: int = 171, magnitude: float = 4.5,
 
 
 def epe(pred: np.ndarray, true: np.ndarray, valid: np.ndarray | None = None) -> float:
-    e = np.hypot(pred[..., 0] - true[..., 0], pred[..., 1] - true[..., 1])
-    return float(e[valid].mean() if valid is not None else e.mean())
+    """EPE of (H, W, 2) flows (models.metrics.epe with u, v last)."""
+    return metrics.epe(pred, true, valid, axis=-1)
 
 
 def dis_flow(f0, f1):

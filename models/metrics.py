@@ -46,42 +46,38 @@ class Confusion:
         return float(np.nanmean(self.iou())) if np.isfinite(self.iou()).any() else float("nan")
 
 
-def epe(flow, truth, valid=None) -> float:
-    """Mean end-point error. flow/truth (..., 2, ...) with u, v on ``axis`` = the axis of
-    size 2 given as the first axis after any leading batch axes: pass arrays shaped
-    (2, ...) or (N, 2, ...)."""
-    f = np.asarray(flow, dtype=np.float64)
+def distances(pred, truth, axis: int = 0) -> np.ndarray:
+    """Per-voxel Euclidean distance between two arrays along ``axis`` (the u,v or r,g,b
+    axis), in float64."""
+    p = np.asarray(pred, dtype=np.float64)
     t = np.asarray(truth, dtype=np.float64)
-    if f.shape != t.shape:
-        raise ValueError(f"flow {f.shape} and truth {t.shape} differ")
-    ax = 0 if f.shape[0] == 2 else 1
-    err = np.sqrt(((f - t) ** 2).sum(axis=ax))
+    if p.shape != t.shape:
+        raise ValueError(f"prediction {p.shape} and truth {t.shape} differ")
+    return np.sqrt(((p - t) ** 2).sum(axis=axis))
+
+
+def epe(flow, truth, valid=None, axis: int = 0) -> float:
+    """Mean end-point error; (u, v) on ``axis`` (0 for (2, ...) arrays, -1 for (H, W, 2)).
+    ``valid``: optional boolean mask over the remaining axes."""
+    err = distances(flow, truth, axis)
     if valid is not None:
         v = np.asarray(valid, dtype=bool)
         return float(err[v].mean()) if v.any() else float("nan")
     return float(err.mean())
 
 
-def epe_sum(flow, truth) -> tuple[float, int]:
+def epe_sum(flow, truth, axis: int = 0) -> tuple[float, int]:
     """(sum of end-point errors, number of pixels), for accumulating over clips."""
-    f = np.asarray(flow, dtype=np.float64)
-    t = np.asarray(truth, dtype=np.float64)
-    ax = 0 if f.shape[0] == 2 else 1
-    err = np.sqrt(((f - t) ** 2).sum(axis=ax))
+    err = distances(flow, truth, axis)
     return float(err.sum()), int(err.size)
 
 
-def ade(rgb, truth) -> float:
-    """Mean Euclidean distance between colours, channels on the axis of size 3."""
-    s, n = ade_sum(rgb, truth)
+def ade(rgb, truth, axis: int = 0) -> float:
+    """Mean Euclidean distance between colours, (r, g, b) on ``axis``."""
+    s, n = ade_sum(rgb, truth, axis)
     return s / max(n, 1)
 
 
-def ade_sum(rgb, truth) -> tuple[float, int]:
-    p = np.asarray(rgb, dtype=np.float64)
-    t = np.asarray(truth, dtype=np.float64)
-    if p.shape != t.shape:
-        raise ValueError(f"prediction {p.shape} and truth {t.shape} differ")
-    ax = 0 if p.shape[0] == 3 else 1
-    d = np.sqrt(((p - t) ** 2).sum(axis=ax))
+def ade_sum(rgb, truth, axis: int = 0) -> tuple[float, int]:
+    d = distances(rgb, truth, axis)
     return float(d.sum()), int(d.size)

@@ -63,7 +63,7 @@ def make_raw(raw: Path, n_train: int, n_test: int, seed: int = 0) -> None:
     lists = {"train": [], "test": []}
     truth = {}
     for split, n in (("train", n_train), ("test", n_test)):
-        for i, s in enumerate(scenes(n, 2 * CLIP[0] + 1, max_speed=3, bg_speed=2)):
+        for i, s in enumerate(scenes(n, 2 * CLIP[0] + 1, class_motion=True)):
             cls = f"Synth{i % 3}"
             rel = f"{cls}/v_{cls}_g{i:02d}_{split}.avi"
             write_video(raw / "ucf" / rel, s.frames)
@@ -113,7 +113,10 @@ def write_nets(out: Path, key: str, db_root: Path, mean, solver: dict) -> tuple[
                   f"{'x'.join(map(str, CLIP))}; {DEMO_CHOICES}\n"
                   + demo_net_text(build(key, "train_val", title=False), db_root, mean))
     dep.write_text(build(key, "deploy", input_shape=(1, C, *CLIP)))
-    sol.write_text(f"# demo solver: {DEMO_CHOICES}\n" + solver_text(key, net=str(tv), **solver))
+    text = solver_text(key, net=str(tv), **solver)
+    text = "\n".join(line.split("  # ")[0] if not line.startswith("#") else line
+                     for line in text.splitlines())  # the paper/release notes do not apply here
+    sol.write_text(f"# demo solver: {DEMO_CHOICES}\n{text}\n")
     return tv, dep, sol
 
 

@@ -21,27 +21,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-
-def _resolve(path: str, solver_path: Path) -> Path:
-    from models.paths import REPO  # noqa: PLC0415
-    p = Path(path)
-    if p.is_absolute():
-        return p
-    for base in (Path.cwd(), REPO, solver_path.parent):
-        if (base / p).exists():
-            return (base / p).resolve()
-    return (Path.cwd() / p).resolve()
+from tools.train import resolve  # a solver's paths: current directory, then the repo root
 
 
 def effective_solver(solver_path: Path, out: Path | None, max_iter: int | None):
     from models.torch_runtime.solver import read_solver_param  # noqa: PLC0415
     sp = read_solver_param(solver_path)
     if sp.net:
-        sp.net = str(_resolve(sp.net, solver_path))
+        sp.net = str(resolve(sp.net, solver_path))
     if sp.train_net:
-        sp.train_net = str(_resolve(sp.train_net, solver_path))
+        sp.train_net = str(resolve(sp.train_net, solver_path))
     for i, t in enumerate(sp.test_net):
-        sp.test_net[i] = str(_resolve(t, solver_path))
+        sp.test_net[i] = str(resolve(t, solver_path))
     if out is not None:
         name = Path(sp.snapshot_prefix).name if sp.snapshot_prefix else solver_path.stem
         sp.snapshot_prefix = str(out / name)
