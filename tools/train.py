@@ -35,7 +35,7 @@ from google.protobuf import text_format
 
 from models import validate
 from models.engine import caffe, pb2
-from models.paths import REPO, RUNS
+from models.paths import RUNS, resolve_repo_path
 
 
 class TrainError(RuntimeError):
@@ -64,14 +64,15 @@ def lr_at(sp, it: int) -> float:
 
 
 def resolve(path: str, solver_path: Path) -> Path:
-    """A path named in a solver: current directory, then the repo root."""
+    """A path named in a solver or on the command line: the current directory, then the
+    repo root (data/... under $V2V_DATA when set), then the solver's folder."""
     p = Path(path)
     if p.is_absolute():
         return p
-    for base in (Path.cwd(), REPO, solver_path.parent):
-        if (base / p).exists():
-            return (base / p).resolve()
-    return (REPO / p).resolve()
+    for cand in (Path.cwd() / p, resolve_repo_path(p), solver_path.parent / p):
+        if cand.exists():
+            return cand.resolve()
+    return resolve_repo_path(p).resolve()
 
 
 def effective_solver(solver_path: Path, out: Path, max_iter: int | None, snapshot: int | None):
@@ -220,7 +221,8 @@ def train(solver_path, weights=None, out=None, max_iter=None, snapshot=None, fre
         solver.restore(str(state))
         log(f"resumed from {state} at iteration {solver.iter}")
     elif weights:
-        copy_weights(solver.net, [w for ws in weights for w in ws.split(",")], net_path, log)
+        copy_weights(solver.net, [str(resolve(w, solver_path)) for ws in weights for w in ws.split(",")],
+                     net_path, log)
     else:
         log("training from scratch (no --weights)")
 
