@@ -77,10 +77,11 @@ def make_raw(raw: Path, n_train: int, n_test: int, seed: int = 0) -> None:
 
 DEMO_CHOICES = ("demo-only choices for a schedule of a few hundred iterations: MSRA weight "
                 "fillers and bias 0 (the paper's gaussian 0.01 / bias 1 start far too slowly), "
-                "the Adam solver; the architecture is the one in prototxt/")
+                "the prediction layer started near zero (gaussian 0.001), input × 1/128 after "
+                "the mean, the Adam solver; the architecture is the one in prototxt/")
 
 
-def demo_net_text(net_text: str, db_root: Path, mean: Path | None) -> str:
+def demo_net_text(net_text: str, db_root: Path, mean: Path | None, scale: float = 1.0) -> str:
     """A generated train_val net with its ClipDataLayers pointed at the demo databases and
     the demo's fillers (see DEMO_CHOICES)."""
     from google.protobuf import text_format  # noqa: PLC0415
@@ -94,26 +95,33 @@ def demo_net_text(net_text: str, db_root: Path, mean: Path | None) -> str:
             p.bias_filler.Clear()
             p.bias_filler.type = "constant"
             p.bias_filler.value = 0.0
+            if layer.name in ("conv_pre", "predict"):  # start from ~zero predictions
+                p.weight_filler.Clear()
+                p.weight_filler.type = "gaussian"
+                p.weight_filler.std = 0.001
         if layer.type == "Python" and layer.python_param.layer == "ClipDataLayer":
             p = json.loads(layer.python_param.param_str)
             split = p["db"].rsplit("/", 1)[1]
             p.update(db=str(db_root / split), crop=CLIP[1], length=CLIP[0],
-                     mean=str(mean) if mean else None)
+                     mean=str(mean) if mean else None, scale=scale)
             layer.python_param.param_str = json.dumps(p)
     return text_format.MessageToString(net)
 
 
-def write_nets(out: Path, key: str, db_root: Path, mean, solver: dict) -> tuple[Path, Path, Path]:
-    from models.v2v import build, solver_text  # noqa: PLC0415
+def write_nets(out: Path, key, db_root: Path, mean, solver: dict, scale: float = 1.0) -> tuple[Path, Path, Path]:
+    """Demo train_val / deploy / solver of a net of models.v2v (a key or a Variant)."""
+    from models.v2v import Variant, build, solver_text, variant  # noqa: PLC0415
+    v = key if isinstance(key, Variant) else variant(key)
+    key = v.key
     d = out / "nets"
     d.mkdir(parents=True, exist_ok=True)
     tv, dep, sol = d / f"{key}_train_val.prototxt", d / f"{key}_deploy.prototxt", d / f"{key}_solver.prototxt"
     C = 1 if key.startswith("color") else 3
     tv.write_text(f"# demo copy of prototxt/{key}_train_val.prototxt: demo databases, clips "
                   f"{'x'.join(map(str, CLIP))}; {DEMO_CHOICES}\n"
-                  + demo_net_text(build(key, "train_val", title=False), db_root, mean))
-    dep.write_text(build(key, "deploy", input_shape=(1, C, *CLIP)))
-    text = solver_text(key, net=str(tv), **solver)
+                  + demo_net_text(build(v, "train_val", title=False), db_root, mean, scale))
+    dep.write_text(build(v, "deploy", input_shape=(1, C, *CLIP)))
+    text = solver_text(v, net=str(tv), **solver)
     text = "\n".join(line.split("  # ")[0] if not line.startswith("#") else line
                      for line in text.splitlines())  # the paper/release notes do not apply here
     sol.write_text(f"# demo solver: {DEMO_CHOICES}\n{text}\n")
@@ -169,14 +177,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=RUNS / "demo")
-    ap.add_argument("--seg-iters", type=int, default=400)
-    ap.add_argument("--flow-iters", type=int, default=400)
+    ap.add_argument("--seg-iters", type=int, default=300)
+    ap.add_argument("--flow-iters", type=int, default=600)
     ap.add_argument("--videos", type=int, default=8, help="training videos per dataset")
-    ap.add_argument("--quick", action="store_true", help="tiny run (tests): 60 iterations, 4 videos")
+    ap.add_argument("--quick", action="store_true", help="shorter run (the test): 150 + 400 iterations")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     if a.quick:
-        a.seg_iters, a.flow_iters, a.videos = min(a.seg_iters, 60), min(a.flow_iters, 60), 4
+        a.seg_iters, a.flow_iters = min(a.seg_iters, 150), min(a.flow_iters, 400)
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "demo.log", "w")
@@ -201,9 +209,9 @@ def main(argv=None) -> int:
 
     say("3/5 demo nets: full-width V2V on 8x32x32 clips")
     seg = write_nets(out, "seg_v2v_0", db / "gatech", db / "gatech_mean.npy",
-                     demo_solver(a.seg_iters))
+                     demo_solver(a.seg_iters), scale=1 / 128)
     flow = write_nets(out, "flow_v2v", db / "ucf101_flow", db / "ucf101_flow_mean.npy",
-                      demo_solver(a.flow_iters))
+                      demo_solver(a.flow_iters), scale=1 / 128)
 
     say(f"4/5 training (segmentation {a.seg_iters} it, flow {a.flow_iters} it) with tools.train")
     results = {}
@@ -218,7 +226,7 @@ def main(argv=None) -> int:
     for key, (tv, dep, sol) in (("seg_v2v_0", seg), ("flow_v2v", flow)):
         r = evaluate(deploy=dep, train_val=tv, weights=results[key]["train"]["weights"],
                      out=out / key / "eval", quiet=True, pictures=2)
-        r["net"] = f"{key} (demo)"
+        r["net"], r["paper"] = f"{key} (demo)", None  # synthetic data: no paper number applies
         evals.append(r)
         results[key]["eval"] = r
     bseg = baselines_seg(db / "gatech" / "train", db / "gatech" / "test")
