@@ -90,7 +90,7 @@ ROWS = [  # (net, solver, fine-tuned from C3D)
 ]
 
 
-def train_and_eval(env, base, net, solver, weights=None, db=None, eval_net=None):
+def train_and_eval(env, base, net, solver, weights=None):
     out = base / "runs" / net
     args = ["tools.train", "--solver", f"prototxt/{solver}.prototxt", "--max-iter", "1", "--out", out]
     if weights:
@@ -100,11 +100,8 @@ def train_and_eval(env, base, net, solver, weights=None, db=None, eval_net=None)
         assert "copied" in log and "conv1a" in log  # (convNb+Up nets stop before conv5b)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iter"] == 1 and np.isfinite(summary["final_loss"])
-    ev = ["tools.evaluate", "--net", eval_net or net, "--weights", summary["weights"], "--clips", "1",
-          "--out", base / "eval" / net, "--pictures", "1"]
-    if db:
-        ev += ["--db", db]
-    run(env, *ev)
+    run(env, "tools.evaluate", "--net", net, "--weights", summary["weights"], "--clips", "1",
+        "--out", base / "eval" / net, "--pictures", "1")
     return summary, json.loads((base / "eval" / net / "results.json").read_text())
 
 
@@ -139,9 +136,10 @@ def test_sintel_rows(world):
         "--out", base / "eval" / "brox")
     brox = json.loads((base / "eval" / "brox" / "results.json").read_text())
     assert brox["paper"] == 8.89 and brox["epe"] < 5  # the test flow is a constant (2, -1) shift
-    _, fold = train_and_eval(env, base, "flow_v2v_sintel_fold0", "flow_v2v_sintel_fold0_solver",
-                             weights=flow_model, db=str(base / "data" / "db" / "sintel" / "final_fold0_test"),
-                             eval_net="flow_v2v")
-    assert np.isfinite(fold["epe"])
+    run(env, "tools.train", "--sintel-3fold", "--weights", flow_model, "--max-iter", "1",
+        "--out", base / "eval" / "sintel_3fold")
+    folds = json.loads((base / "eval" / "sintel_3fold" / "results.json").read_text())
+    assert [f["fold"] for f in folds["folds"]] == [0, 1, 2] and np.isfinite(folds["epe"])
+    assert folds["paper"] == 8.38
     tables = run(env, "tools.evaluate", "--tables", *(str(p) for p in sorted((base / "eval").glob("*/results.json"))))
     assert "Table 1" in tables and "Table 2" in tables and "ADE" in tables

@@ -140,6 +140,8 @@ def write_outputs(out: Path, task: str, vids, result, fps: int) -> None:
     from data_prep.flowviz import flow_to_color  # noqa: PLC0415
     from tools import visualize as vz  # noqa: PLC0415
     out.mkdir(parents=True, exist_ok=True)
+    for sub in {"flow": ["flow"], "seg": ["labels", "overlay"]}.get(task, ["color"]):
+        (out / sub).mkdir(exist_ok=True)
     gif = []
     m = max(1.0, max(float(np.abs(r).max()) for r in result)) if task == "flow" else None
     for t, (frame, y) in enumerate(zip(vids, result)):
@@ -151,7 +153,6 @@ def write_outputs(out: Path, task: str, vids, result, fps: int) -> None:
         elif task == "seg":
             lab = y.argmax(0).astype(np.uint8)
             from PIL import Image  # noqa: PLC0415
-            (out / "labels").mkdir(parents=True, exist_ok=True)
             Image.fromarray(lab).save(out / "labels" / f"{t:06d}.png")
             pic = vz.seg_overlay(frame, lab)
             vz.save_png(pic, out / "overlay" / f"{t:06d}.png")

@@ -298,10 +298,39 @@ def train(solver_path, weights=None, out=None, max_iter=None, snapshot=None, fre
     return summary
 
 
+def sintel_3fold(weights, out=None, max_iter=None, clips=None, quiet=False) -> dict:
+    """The paper's Sintel fine-tuning (Table 2, 8.38): for each fold k, fine-tune the UCF101
+    flow model on the other folds (prototxt/flow_v2v_sintel_fold{k}_solver.prototxt) and
+    evaluate on fold k (data/db/sintel/final_fold{k}_test); the EPE is averaged over all
+    scored pixels of the three folds."""
+    from models.paths import PROTOTXT  # noqa: PLC0415
+    from tools.evaluate import evaluate  # noqa: PLC0415
+    out = Path(out) if out else RUNS / "sintel_3fold"
+    folds, err, pix = [], 0.0, 0
+    for k in range(3):
+        s = train(PROTOTXT / f"flow_v2v_sintel_fold{k}_solver.prototxt", weights, out / f"fold{k}",
+                  max_iter, quiet=quiet)
+        r = evaluate("flow_v2v", s["weights"], db=resolve_repo_path(f"data/db/sintel/final_fold{k}_test"),
+                     clips=clips, out=out / f"fold{k}" / "eval", quiet=True)
+        folds.append({"fold": k, "epe": r["epe"], "pixels": r["pixels"], "weights": s["weights"]})
+        err, pix = err + r["epe"] * r["pixels"], pix + r["pixels"]
+    res = {"net": "flow_v2v (Sintel 3-fold fine-tuned)", "task": "flow", "protocol": "release",
+           "db": "sintel final, 3 folds", "clips": clips, "truth": "ground truth (Sintel)",
+           "epe": err / max(pix, 1), "pixels": pix, "paper": 8.38, "folds": folds}
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    if not quiet:
+        print(f"[train] Sintel 3-fold: EPE {res['epe']:.3f} (paper 8.38); per fold "
+              + ", ".join(f"{f['epe']:.3f}" for f in folds))
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--solver", required=True, help="solver prototxt (e.g. prototxt/seg_solver.prototxt)")
+    ap.add_argument("--solver", help="solver prototxt (e.g. prototxt/seg_solver.prototxt)")
+    ap.add_argument("--sintel-3fold", action="store_true",
+                    help="the paper's Sintel fine-tuning: the three fold solvers from --weights (the "
+                         "UCF101 flow model), each evaluated on its held-out fold; results in --out")
     ap.add_argument("--weights", action="append", help="caffemodel(s) to copy by layer name "
                     "(e.g. converted C3D weights); repeat or comma-separate")
     ap.add_argument("--out", help="output folder (default runs/<solver name>)")
@@ -311,9 +340,16 @@ def main(argv=None) -> int:
     ap.add_argument("--log-every", type=int, default=20, help="log interval without a terminal")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
+    if not a.sintel_3fold and not a.solver:
+        ap.error("--solver is required (or --sintel-3fold)")
     try:
+        if a.sintel_3fold:
+            if not a.weights:
+                raise TrainError("--sintel-3fold fine-tunes a trained UCF101 flow model: give --weights")
+            sintel_3fold(a.weights, a.out, a.max_iter, quiet=a.quiet)
+            return 0
         s = train(a.solver, a.weights, a.out, a.max_iter, a.snapshot, a.fresh, a.log_every, a.quiet)
-    except (validate.ValidationError, TrainError) as e:
+    except (validate.ValidationError, TrainError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 3 if isinstance(e, TrainError) else 2
     return 130 if s["interrupted"] else 0
