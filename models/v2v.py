@@ -324,7 +324,9 @@ def data_params(v: Variant, train: bool, batch_size=1) -> dict:
     finetuned = v.task == "seg"
     return {"db": db_rel(v.dataset, v.splits[0] if train else v.splits[1]), "task": v.task,
             "batch_size": batch_size, "crop": 112, "length": 16, "mirror": train,
-            "train": train, "mean": C3D_MEAN if finetuned else None, "scale": 1.0,
+            "train": train, "mean": C3D_MEAN if finetuned else None,
+            # colour: gray input in [0, 1] like the RGB target (ours: the paper gives no range)
+            "scale": 1 / 255 if v.task == "color" else 1.0,
             "flow_scale": v.flow_scale if v.task == "flow" else 1.0, "seed": 1701,
             # C3D's sport1m weights and mean come from OpenCV (BGR) frames: seg nets (fine-
             # tuned from C3D, and their from-scratch baselines with the same input) use BGR.
@@ -421,7 +423,8 @@ def header(v: Variant, kind: str) -> str:
             out.append(f"Output: flow in pixels (N×2×L×H×W, u then v) = prediction × α={a:g} "
                        "(Power layer; the only place α is applied).")
     else:
-        out.append("Loss: EuclideanLoss (L2, sum ÷ 2N) on RGB in [0,1]; input gray.")
+        out.append("Loss: EuclideanLoss (L2, sum ÷ 2N) on RGB in [0,1]; input gray in [0,1] "
+                   "(data layer scale 1/255; ours: the paper gives no input range).")
         if kind == "deploy":
             out.append("Output: the prediction blob (N×3×L×H×W, RGB in [0,1]).")
     out.append("Input sizes: L a multiple of 8, H and W multiples of 16.")
