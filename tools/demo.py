@@ -77,8 +77,8 @@ def make_raw(raw: Path, n_train: int, n_test: int, seed: int = 0) -> None:
 
 DEMO_CHOICES = ("demo-only choices for a schedule of a few hundred iterations: MSRA weight "
                 "fillers and bias 0 (the paper's gaussian 0.01 / bias 1 start far too slowly), "
-                "the prediction layer started near zero (gaussian 0.001), input × 1/128 after "
-                "the mean, the Adam solver; the architecture is the one in prototxt/")
+                "the prediction layer started near zero (gaussian 0.001), flow input × 1/128 "
+                "after the mean, the Adam solver; the architecture is the one in prototxt/")
 
 
 def demo_net_text(net_text: str, db_root: Path, mean: Path | None, scale: float = 1.0) -> str:
@@ -180,11 +180,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seg-iters", type=int, default=300)
     ap.add_argument("--flow-iters", type=int, default=600)
     ap.add_argument("--videos", type=int, default=8, help="training videos per dataset")
-    ap.add_argument("--quick", action="store_true", help="shorter run (the test): 150 + 400 iterations")
+    ap.add_argument("--quick", action="store_true", help="shorter run (the test): 200 + 400 iterations")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     if a.quick:
-        a.seg_iters, a.flow_iters = min(a.seg_iters, 150), min(a.flow_iters, 400)
+        a.seg_iters, a.flow_iters = min(a.seg_iters, 200), min(a.flow_iters, 400)
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "demo.log", "w")
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
 
     say("3/5 demo nets: full-width V2V on 8x32x32 clips")
     seg = write_nets(out, "seg_v2v_0", db / "gatech", db / "gatech_mean.npy",
-                     demo_solver(a.seg_iters), scale=1 / 128)
+                     demo_solver(a.seg_iters))
     flow = write_nets(out, "flow_v2v", db / "ucf101_flow", db / "ucf101_flow_mean.npy",
                       demo_solver(a.flow_iters), scale=1 / 128)
 
