@@ -312,10 +312,12 @@ def sintel_3fold(weights, out=None, max_iter=None, clips=None, quiet=False) -> d
                   max_iter, quiet=quiet)
         r = evaluate("flow_v2v", s["weights"], db=resolve_repo_path(f"data/db/sintel/final_fold{k}_test"),
                      clips=clips, out=out / f"fold{k}" / "eval", quiet=True)
-        folds.append({"fold": k, "epe": r["epe"], "pixels": r["pixels"], "weights": s["weights"]})
+        folds.append({"fold": k, "epe": r["epe"], "pixels": r["pixels"], "clips": r["clips"],
+                      "weights": s["weights"]})
         err, pix = err + r["epe"] * r["pixels"], pix + r["pixels"]
     res = {"net": "flow_v2v (Sintel 3-fold fine-tuned)", "task": "flow", "protocol": "release",
-           "db": "sintel final, 3 folds", "clips": clips, "truth": "ground truth (Sintel)",
+           "db": "sintel final, 3 folds", "clips": sum(f["clips"] for f in folds),
+           "truth": "ground truth (Sintel)",
            "epe": err / max(pix, 1), "pixels": pix, "paper": 8.38, "folds": folds}
     (out / "results.json").write_text(json.dumps(res, indent=2))
     if not quiet:
