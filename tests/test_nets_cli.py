@@ -18,17 +18,7 @@ from models.v2v import C3D_MEAN
 
 CAFFE = REPO / ".venv" / "bin" / "caffe"
 
-def varint(v):
-    out = bytearray()
-    while True:
-        out.append((v & 0x7F) | (0x80 if v > 0x7F else 0))
-        v >>= 7
-        if not v:
-            return bytes(out)
-
-
-def ld(field, payload):
-    return varint(field << 3 | 2) + varint(len(payload)) + payload
+from test_convert import ld, varint  # the hand protobuf encoder
 
 
 def v10_blob(arr):
