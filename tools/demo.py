@@ -43,8 +43,13 @@ def sh(args, log, quiet):
     log.flush()
     if not quiet:
         print("  $ python -m " + " ".join(args), flush=True)
-    r = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    if r.returncode != 0:
+    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in p.stdout:  # everything to the log; training progress to the terminal too
+        log.write(line)
+        if not quiet and line.startswith("[train]"):
+            print("    " + line.rstrip(), flush=True)
+    log.flush()
+    if p.wait() != 0:
         raise SystemExit(f"demo: step failed ({' '.join(args[:2])}); see {log.name}")
 
 
