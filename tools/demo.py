@@ -183,7 +183,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=RUNS / "demo")
     ap.add_argument("--seg-iters", type=int, default=300)
-    ap.add_argument("--flow-iters", type=int, default=600)
+    ap.add_argument("--flow-iters", type=int, default=400)
     ap.add_argument("--videos", type=int, default=8, help="training videos per dataset")
     ap.add_argument("--quick", action="store_true", help="shorter run (the test): 200 + 400 iterations")
     ap.add_argument("--quiet", action="store_true")
