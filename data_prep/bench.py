@@ -112,7 +112,7 @@ def run(out=None, quick: bool = False) -> dict:
 
 def _layer_rate(quick: bool) -> float:
     from data_prep.db import ClipWriter  # noqa: PLC0415
-    from data_prep.layers import ClipSource  # noqa: PLC0415
+    from data_prep.clips import ClipSource  # noqa: PLC0415
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as td:
         w = ClipWriter(Path(td) / "db", {"frames": ((3, 16, 128, 171), np.uint8),

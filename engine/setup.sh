@@ -2,8 +2,10 @@
 # One-command setup, idempotent: Debian packages, .venv with pinned Python deps, the
 # Caffe engine (cached outside the work tree), pycaffe + bin/caffe in .venv, and this
 # project installed editable. A second run skips every step whose result is there.
-# Usage: engine/setup.sh [--with-torch] [--cuda]
+# Usage: engine/setup.sh [--with-torch] [--dev] [--no-engine] [--cuda]
 #   --with-torch  also install the optional PyTorch runtime (requirements-torch.txt)
+#   --dev         also install the test and lint tools (requirements-dev.txt)
+#   --no-engine   Python packages only (e.g. `make prototxt`: the generator needs no Caffe)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -17,10 +19,12 @@ APT_PKGS=(build-essential python3-dev python3-venv python3-pip
 
 say() { echo "[setup] $*"; }
 
-WITH_TORCH=0; BUILD_ARGS=()
+WITH_TORCH=0; DEV=0; ENGINE=1; BUILD_ARGS=()
 for a in "$@"; do
   case "$a" in
     --with-torch) WITH_TORCH=1 ;;
+    --dev) DEV=1 ;;
+    --no-engine) ENGINE=0 ;;
     *) BUILD_ARGS+=("$a") ;;
   esac
 done
@@ -54,13 +58,22 @@ else
   say "Python packages up to date"
 fi
 
-if [ "$WITH_TORCH" = 1 ] && [ -f requirements-torch.txt ]; then
-  tstamp="$VENV/.torch.sha256"; twant="$(sha256sum requirements-torch.txt | cut -d' ' -f1)"
-  if [ "$(cat "$tstamp" 2>/dev/null)" != "$twant" ]; then
-    say "installing the PyTorch runtime (requirements-torch.txt)"
-    "$VENV/bin/python" -m pip install -q -r requirements-torch.txt
-    echo "$twant" > "$tstamp"
+# pip_stamped FLAG FILE: install a pinned requirements file once per content.
+pip_stamped() {
+  local stamp="$VENV/.$1.sha256" want
+  want="$(sha256sum "$2" | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing $2"
+    "$VENV/bin/python" -m pip install -q -r "$2"
+    echo "$want" > "$stamp"
   fi
+}
+[ "$WITH_TORCH" = 1 ] && pip_stamped torch requirements-torch.txt
+[ "$DEV" = 1 ] && pip_stamped dev requirements-dev.txt
+if [ "$ENGINE" = 0 ]; then
+  "$VENV/bin/python" -c "import models" || { echo "[setup] our packages do not import" >&2; exit 1; }
+  say "ready (Python packages only; the engine was not checked)"
+  exit 0
 fi
 
 "$VENV/bin/python" engine/build_caffe.py --venv "$VENV" ${BUILD_ARGS[@]+"${BUILD_ARGS[@]}"}

@@ -193,7 +193,7 @@ def test_caffe_cli_trains_through_the_data_layer(tmp_path):
 
 def test_clip_source_without_caffe_from_a_plain_dict(tmp_path):
     """Tools (evaluation, torch) use the sampler directly with a prototxt's decoded params."""
-    from data_prep.layers import ClipSource
+    from data_prep.clips import ClipSource
     coord_db(tmp_path / "db", "flow", n=2, L=8, H=16, W=20)
     src = ClipSource({"db": str(tmp_path / "db"), "task": "flow", "crop": None, "length": 4,
                       "train": False, "flow_scale": 1.0, "prefetch": 0})

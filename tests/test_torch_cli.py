@@ -86,6 +86,6 @@ def test_bad_clip_size_is_a_clear_error(tmp_path):
 
 def test_without_torch_the_error_says_how_to_install():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "try:\n    import models.torch_runtime\nexcept ImportError as e:\n    print(e)\n")
+            "try:\n    import torch_runtime\nexcept ImportError as e:\n    print(e)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert "make setup-torch" in r.stdout and "torch==2.13.0" in r.stdout, r.stdout + r.stderr

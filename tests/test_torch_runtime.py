@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch runtime tests need torch==2.13.0 (make setup-torch)")
 
-from models.torch_runtime import TorchNet, UnsupportedLayer, load_caffemodel, save_caffemodel  # noqa: E402
-from models.torch_runtime.parity import compare_with_caffe  # noqa: E402
+from torch_runtime import TorchNet, UnsupportedLayer, load_caffemodel, save_caffemodel  # noqa: E402
+from torch_runtime.parity import compare_with_caffe  # noqa: E402
 
 TOL = 1e-4
 

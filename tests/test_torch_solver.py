@@ -11,9 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch runtime tests need torch==2.13.0 (make setup-torch)")
 
-from models.torch_runtime import TorchNet, load_caffemodel  # noqa: E402
-from models.torch_runtime.solver import learning_rate, read_solver_param  # noqa: E402
-from models.torch_runtime.train import Trainer  # noqa: E402
+from torch_runtime import TorchNet, load_caffemodel  # noqa: E402
+from torch_runtime.solver import learning_rate, read_solver_param  # noqa: E402
+from torch_runtime.train import Trainer  # noqa: E402
 
 DATA_LAYER = '''
 import json
@@ -200,7 +200,6 @@ def test_clip_data_layer_training_matches_pycaffe(caffe, tmp_path, monkeypatch):
     """The real data path: ClipDataLayer over an LMDB clip database (random crops and
     mirrors from its seed) feeds pycaffe's solver and the torch Trainer the same batches;
     a torch run resumed from its snapshot continues the same data stream."""
-    pytest.importorskip("data_prep.layers")
     monkeypatch.delenv("V2V_START_ITER", raising=False)
     _tiny_seg_db(tmp_path / "db")
     # a byte copy for the torch side: py-lmdb refuses to open one environment twice in a process
@@ -254,7 +253,7 @@ def test_test_pass_matches_caffe_test_net(caffe, data_module):
 def test_channels_last_bf16_and_compile_paths_on_cpu(caffe, data_module):
     """The GPU options run on CPU too: channels_last_3d training is exact; bf16 autocast is
     close; torch.compile gives the eager result."""
-    from models.torch_runtime.runtime import RunOptions  # noqa: PLC0415
+    from torch_runtime.runtime import RunOptions  # noqa: PLC0415
     solver_path = write_solver(data_module, "step")
     cs = caffe.get_solver(str(solver_path))
     cs.net.save(str(data_module / "w0.caffemodel"))

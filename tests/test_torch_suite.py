@@ -14,8 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch runtime tests need torch==2.13.0 (make setup-torch)")
 
-from models.torch_runtime.net import read_net_param  # noqa: E402
-from models.torch_runtime.parity import compare_with_caffe  # noqa: E402
+from torch_runtime.net import read_net_param  # noqa: E402
+from torch_runtime.parity import compare_with_caffe  # noqa: E402
 
 PROTOTXT = Path(__file__).resolve().parent.parent / "prototxt"
 NETS = sorted(p.name for p in PROTOTXT.glob("*.prototxt")

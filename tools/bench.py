@@ -8,7 +8,7 @@ Measures, on the same 16-frame clips:
 2. the Brox teacher (data_prep.teacher) on the clip's frame pairs, frames/s, and the ratio
    V2V / teacher whichever way it falls (the paper's 70× was V2V on a K40 GPU against
    OpenCV's GPU Brox, I/O included);
-3. the PyTorch runtime (models.torch_runtime) on the same net: CPU frames/s and its
+3. the PyTorch runtime (torch_runtime) on the same net: CPU frames/s and its
    ratio to Caffe; frames/s on an NVIDIA GPU when one is visible;
 4. data tools (data_prep.bench) unless --no-data.
 Results: <out>/bench.md (a table) and <out>/bench.json.
@@ -72,7 +72,7 @@ def teacher_rate(frames: np.ndarray):
 
 def torch_rates(net_path: Path, shape, iters: int):
     try:
-        from models.torch_runtime.bench import bench_forward  # noqa: PLC0415
+        from torch_runtime.bench import bench_forward  # noqa: PLC0415
         import torch  # noqa: PLC0415
     except ImportError as e:
         return {"note": f"torch runtime not available ({e}); `make setup-torch`"}

@@ -90,7 +90,7 @@ class Evaluator:
             p["flow_scale"] = 1.0  # truth in pixels; the deploy net outputs pixels
         if protocol == "full":
             p["crop"] = None
-        from data_prep.layers import ClipSource  # noqa: PLC0415
+        from data_prep.clips import ClipSource  # noqa: PLC0415
         try:
             self.src = ClipSource(p)
         except ValueError as e:

@@ -46,8 +46,8 @@ def main(argv=None) -> int:
     try:
         import torch  # noqa: PLC0415
 
-        from models.torch_runtime import load_caffemodel  # noqa: PLC0415
-        from models.torch_runtime.runtime import RunOptions  # noqa: PLC0415
+        from torch_runtime import load_caffemodel  # noqa: PLC0415
+        from torch_runtime.runtime import RunOptions  # noqa: PLC0415
     except ImportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
             raise ValueError(f"input must be 5D (N,C,L,H,W), got {x.shape}")
         from models import validate  # noqa: PLC0415
         validate.check_input_size(*x.shape[2:], where=str(a.input or f"--shape {a.shape}"))
-        from models.torch_runtime.bench import _net_with_shape  # noqa: PLC0415
+        from torch_runtime.bench import _net_with_shape  # noqa: PLC0415
         bs = min(a.batch, x.shape[0])
         net = _net_with_shape(a.net, (bs,) + x.shape[1:])
         if a.weights:

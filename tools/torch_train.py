@@ -5,7 +5,7 @@
     torchrun --nproc_per_node 4 -m tools.torch_train --solver prototxt/flow_solver.prototxt   # same
 
 Same solver, same nets, same data layers as `caffe train` / `python -m tools.train`, with
-Caffe's SGD semantics (models/torch_runtime/solver.py). Snapshots are Caffe files
+Caffe's SGD semantics (torch_runtime/solver.py). Snapshots are Caffe files
 (<prefix>_iter_N.caffemodel + .solverstate) written by rank 0; `--resume` takes a
 .solverstate from either engine. On GPUs the default is bf16 autocast + channels_last_3d
 (+ TF32); `--precision fp32` gives plain float32. With N ranks the effective batch is
@@ -25,7 +25,7 @@ from tools.train import resolve  # a solver's paths: current directory, then the
 
 
 def effective_solver(solver_path: Path, out: Path | None, max_iter: int | None):
-    from models.torch_runtime.solver import read_solver_param  # noqa: PLC0415
+    from torch_runtime.solver import read_solver_param  # noqa: PLC0415
     sp = read_solver_param(solver_path)
     if sp.net:
         sp.net = str(resolve(sp.net, solver_path))
@@ -83,14 +83,14 @@ def main(argv=None) -> int:
     if a.gpus > 1 and "WORLD_SIZE" not in os.environ:
         return launch(a.gpus, sys.argv[1:] if argv is None else list(argv))
     try:
-        import models.torch_runtime  # noqa: F401, PLC0415  (clear error without torch)
+        import torch_runtime  # noqa: F401, PLC0415  (clear error without torch)
     except ImportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     import torch  # noqa: PLC0415
 
-    from models.torch_runtime.runtime import RunOptions  # noqa: PLC0415
-    from models.torch_runtime.train import Trainer  # noqa: PLC0415
+    from torch_runtime.runtime import RunOptions  # noqa: PLC0415
+    from torch_runtime.train import Trainer  # noqa: PLC0415
     if not a.solver.exists():
         print(f"error: solver {a.solver} not found", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ input, no autograd. Median over ``iters`` timed forwards after warm-up. On CUDA 
 is the fast path: bf16 autocast, channels_last_3d, cuDNN autotuning (TF32 for fp32);
 pass precision="fp32", channels_last=False to time plain float32.
 
-    python -m models.torch_runtime.bench prototxt/seg_v2v_deploy.prototxt --shape 1,3,16,112,112
+    python -m torch_runtime.bench prototxt/seg_v2v_deploy.prototxt --shape 1,3,16,112,112
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def bench_forward(prototxt, shape, device="cpu", iters=3, warmup=None, **opts) -
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m models.torch_runtime.bench", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m torch_runtime.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("prototxt")
     ap.add_argument("--shape", default="1,3,16,112,112")

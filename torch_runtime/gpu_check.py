@@ -1,7 +1,7 @@
 """Check the torch runtime on an NVIDIA GPU: CUDA against the CPU (which the tests hold to
 pycaffe), every precision / memory-format option, and speed. Run it on a GPU machine:
 
-    python -m models.torch_runtime.gpu_check [--nets 'prototxt/*_deploy.prototxt'] [--shape 1,3,16,112,112]
+    python -m torch_runtime.gpu_check [--nets 'prototxt/*_deploy.prototxt'] [--shape 1,3,16,112,112]
 
 For each net: random weights, one clip; the CPU fp32 forward is the reference.
 - CUDA fp32 with TF32 off, NCDHW and channels_last_3d: max relative error < 1e-4;
@@ -104,7 +104,7 @@ def check_train_step(path, shape, rows) -> bool:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.torch_runtime.gpu_check", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m torch_runtime.gpu_check", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nets", default="prototxt/*_deploy.prototxt")
     ap.add_argument("--shape", default="1,3,16,112,112", help="N,C,L,H,W (C is taken from the net)")

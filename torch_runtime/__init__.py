@@ -6,7 +6,7 @@ writes trained weights back as a caffemodel that Caffe loads, and trains with Ca
 solver semantics (lr policies, momentum, weight decay, lr_mult/decay_mult, iter_size),
 on CPU, one GPU, or several GPUs through torchrun + DDP.
 
-    from models.torch_runtime import TorchNet, load_caffemodel, save_caffemodel
+    from torch_runtime import TorchNet, load_caffemodel, save_caffemodel
     net = TorchNet("prototxt/seg_v2v_deploy.prototxt", phase="TEST")
     load_caffemodel(net, "runs/seg_v2v/seg_v2v_iter_100000.caffemodel")
     out = net({"data": clip})           # dict of output blobs, e.g. out["prob"]

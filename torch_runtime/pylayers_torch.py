@@ -7,7 +7,7 @@ Python layer runs its own NumPy ``setup/reshape/forward/backward`` on CPU throug
 ``NumpyPythonLayer`` (an autograd.Function), so its semantics are exactly its code.
 
 Python layers without bottoms are data layers: the net takes their tops from the caller;
-``models.torch_runtime.data`` streams them from the same layer class as Caffe would.
+``torch_runtime.data`` streams them from the same layer class as Caffe would.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ force_backward; nets without a loss back-propagate a random top gradient R (obje
 Σ top·R) in both engines. Relative error of a blob = max|caffe − torch| / max|caffe|.
 Used by tests/test_torch_*.py and usable on any prototxt of the suite:
 
-    python -m models.torch_runtime.parity prototxt/seg_v2v_train_val.prototxt --shape 1,3,8,32,32
+    python -m torch_runtime.parity prototxt/seg_v2v_train_val.prototxt --shape 1,3,8,32,32
 """
 from __future__ import annotations
 
@@ -240,7 +240,7 @@ def decision_flips(cnet, tnet, tout) -> int:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m models.torch_runtime.parity", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m torch_runtime.parity", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("prototxt")
     ap.add_argument("--phase", default=None, help="TRAIN or TEST (default: TEST for deploy nets)")

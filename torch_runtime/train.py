@@ -6,7 +6,7 @@
     tr.step(10)                  # or a few iterations
 
 The net is the solver's ``net`` (or ``train_net``) in phase TRAIN (``train_state`` stages
-honoured); data come from its own Python data layers (models.torch_runtime.data), or from
+honoured); data come from its own Python data layers (torch_runtime.data), or from
 ``feed=`` (an iterator of dicts). Snapshots (every ``snapshot`` iterations, and at the end)
 are Caffe files: ``<prefix>_iter_<n>.caffemodel`` (loads in Caffe) and
 ``<prefix>_iter_<n>.solverstate`` (Caffe's SolverState: iter, current_step, momentum

@@ -8,11 +8,12 @@ with the same param_str (seed included).
 
 Under DDP, rank r of R reads with ``seed + r`` when the layer's param_str is a JSON object
 with a "seed" key, so ranks see different clips (Caffe's multi-GPU solver gives each GPU
-its own data layer the same way). ``data_prep`` is imported only here, lazily, by the
-layer's own module name.
+its own data layer the same way). ``data_prep`` is imported only here, lazily, by name
+(``CAFFE_FREE_SAMPLERS``).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import queue
 import threading
@@ -21,6 +22,11 @@ import numpy as np
 import torch
 
 from .pylayers_torch import ShimBlob, instantiate_python_layer
+
+
+# Python data layers whose sampler runs without pycaffe: (module, layer) -> "module:Class".
+# Loaded by name, like any Python layer a prototxt names (the runtime imports no data_prep).
+CAFFE_FREE_SAMPLERS = {("data_prep.layers", "ClipDataLayer"): "data_prep.clips:ClipSource"}
 
 
 def _with_rank_seed(lp, rank: int):
@@ -54,15 +60,13 @@ class LayerDataset(torch.utils.data.IterableDataset):
 
     def _setup(self):
         pp = self.lp.python_param
-        if (pp.module, pp.layer) == ("data_prep.layers", "ClipDataLayer"):
-            import importlib  # noqa: PLC0415
-            mod = importlib.import_module("data_prep.layers")
-            src_cls = getattr(mod, "ClipSource", None)
-            if src_cls is not None:     # the layer's own sampler, without Caffe
-                src = src_cls(pp.param_str)
-                self._source = src
-                self._layer = src
-                return
+        sampler = CAFFE_FREE_SAMPLERS.get((pp.module, pp.layer))
+        if sampler is not None:     # the layer's own sampler, without Caffe
+            mod, cls = sampler.split(":")
+            src = getattr(importlib.import_module(mod), cls)(pp.param_str)
+            self._source = src
+            self._layer = src
+            return
         layer = instantiate_python_layer(self.lp, self.phase)
         self._blobs = [ShimBlob() for _ in self.tops]
         layer.setup([], self._blobs)
