@@ -35,10 +35,42 @@ def db_rel(dataset: str, split: str) -> str:
 
 def resolve_repo_path(p: str | os.PathLike) -> Path:
     """A path from a prototxt: absolute as is, relative against the repo root — except
-    that ``data/...`` goes to $V2V_DATA when that is set (data kept elsewhere, or tests)."""
+    that ``data/...`` goes to $V2V_DATA and ``runs/...`` to $V2V_RUNS when those are set
+    (data kept elsewhere, or tests)."""
     p = Path(p)
     if p.is_absolute():
         return p
-    if p.parts and p.parts[0] == "data" and "V2V_DATA" in os.environ:
-        return DATA.joinpath(*p.parts[1:])
+    for top, var, root in (("data", "V2V_DATA", DATA), ("runs", "V2V_RUNS", RUNS)):
+        if p.parts and p.parts[0] == top and var in os.environ:
+            return root.joinpath(*p.parts[1:])
     return REPO / p
+
+
+def user_path(p: str | os.PathLike) -> Path:
+    """A path given on a command line: the current directory first, then as a prototxt's
+    path (the repo root; data/ and runs/ relocated), so commands work from anywhere."""
+    p = Path(p).expanduser()
+    if p.is_absolute() or p.exists():
+        return p.resolve()
+    return resolve_repo_path(p)
+
+
+def snapshot_iter(path: Path) -> int:
+    """N of ``<prefix>_iter_N.caffemodel`` / ``.solverstate`` (-1 for other names)."""
+    try:
+        return int(path.stem.rsplit("_iter_", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def resolve_weights(p: str | os.PathLike) -> Path:
+    """A --weights argument: a .caffemodel, or a run folder (runs/<net>), which means its
+    newest snapshot (the highest iteration in <folder>/snapshots/ or the folder itself)."""
+    path = user_path(p)
+    if not path.is_dir():
+        return path
+    models = [m for d in (path / "snapshots", path) for m in d.glob("*.caffemodel")]
+    if not models:
+        raise ValueError(f"{path}: a run folder without snapshots (no *.caffemodel in it or in "
+                                f"{path / 'snapshots'}): train first, or name a .caffemodel")
+    return max(models, key=snapshot_iter)

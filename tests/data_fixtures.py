@@ -101,3 +101,22 @@ def data_net(tmp: Path, params: dict, name="net.prototxt") -> Path:
                  '  python_param { module: "data_prep.layers" layer: "ClipDataLayer"\n'
                  f"    param_str: '{json.dumps(params)}' }} }}\n")
     return p
+
+
+def sintel_tree(root, seqs=("alley_1", "bamboo_1", "cave_2", "market_5"), frames=18, h=24, w=40):
+    """An MPI-Sintel-like training tree: clean/final PNG frames and constant .flo flows."""
+    from PIL import Image
+
+    from data_prep.flo import write_flo
+    rng = np.random.default_rng(0)
+    for s in seqs:
+        for pas in ("clean", "final"):
+            (root / "training" / pas / s).mkdir(parents=True, exist_ok=True)
+        (root / "training" / "flow" / s).mkdir(parents=True, exist_ok=True)
+        for t in range(1, frames + 1):
+            im = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+            for pas in ("clean", "final"):
+                Image.fromarray(im).save(root / "training" / pas / s / f"frame_{t:04d}.png")
+            if t < frames:
+                f = np.stack([np.full((h, w), 2.0), np.full((h, w), -1.0)], -1).astype(np.float32)
+                write_flo(root / "training" / "flow" / s / f"frame_{t:04d}.flo", f)

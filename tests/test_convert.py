@@ -1,5 +1,5 @@
 """C3D-v1.0 → our format: a caffemodel and a mean written here by hand in protobuf wire
-format (design.md §5 field numbers), converted, loaded by the real engine by name."""
+format (tests/wire.py), converted, loaded by the real engine by name."""
 from __future__ import annotations
 
 import subprocess
@@ -10,43 +10,10 @@ import pytest
 
 from models.c3d_convert import C3DFormatError, convert_mean, convert_model
 from models.paths import PROTOTXT, REPO
+from tests.wire import C3D_LAYERS, ld, v10_blob, v10_net, vi
 
 
-# --------------------------------------------------------------------------- hand encoder
-def varint(v):
-    out = bytearray()
-    while True:
-        out.append((v & 0x7F) | (0x80 if v > 0x7F else 0))
-        v >>= 7
-        if not v:
-            return bytes(out)
-
-
-def ld(field, payload):
-    return varint(field << 3 | 2) + varint(len(payload)) + payload
-
-
-def vi(field, value):
-    return varint(field << 3) + varint(value)
-
-
-def v10_blob(arr):
-    """C3D-v1.0 BlobProto: num=1 channels=2 length=3 height=4 width=5, data=6 packed."""
-    shape = arr.shape + (1,) * (5 - arr.ndim)
-    return b"".join(vi(f, d) for f, d in zip((1, 2, 3, 4, 5), shape)) + \
-        ld(6, arr.astype("<f4").tobytes())
-
-
-def v10_net(layers, name="deepnetA"):
-    """Old NetParameter: name=1, layers=2; layer: name=4, type=5 (enum), blobs=6."""
-    out = ld(1, name.encode())
-    for lname, tid, blobs in layers:
-        out += ld(2, ld(4, lname.encode()) + vi(5, tid) + b"".join(ld(6, v10_blob(b)) for b in blobs))
-    return out
-
-
-C3D = [("conv1a", 3, 64), ("conv2a", 64, 128), ("conv3a", 128, 256), ("conv3b", 256, 256),
-       ("conv4a", 256, 512), ("conv4b", 512, 512), ("conv5a", 512, 512), ("conv5b", 512, 512)]
+C3D = C3D_LAYERS
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from data_prep import db as cdb
-from data_prep.flo import write_flo
 from models.paths import REPO
-from tests.data_fixtures import make_ucf, run_tool
+from tests.data_fixtures import make_ucf, run_tool, sintel_tree
 
 TOOLS = ["data_prep.ucf101", "data_prep.gatech", "data_prep.sintel", "data_prep.mean",
          "data_prep.teacher", "data_prep.db", "data_prep.bench"]
@@ -167,25 +166,9 @@ def test_gatech_list_file_and_label_map(tmp_path):
     assert set(np.unique(rec["label"])) <= set(range(8)) | {255}
 
 
-def _sintel_tree(root, seqs=("alley_1", "bamboo_1", "cave_2", "market_5"), frames=18, h=24, w=40):
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    for s in seqs:
-        for pas in ("clean", "final"):
-            (root / "training" / pas / s).mkdir(parents=True, exist_ok=True)
-        (root / "training" / "flow" / s).mkdir(parents=True, exist_ok=True)
-        for t in range(1, frames + 1):
-            im = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-            for pas in ("clean", "final"):
-                Image.fromarray(im).save(root / "training" / pas / s / f"frame_{t:04d}.png")
-            if t < frames:
-                f = np.stack([np.full((h, w), 2.0), np.full((h, w), -1.0)], -1).astype(np.float32)
-                write_flo(root / "training" / "flow" / s / f"frame_{t:04d}.flo", f)
-
-
 def test_sintel_folds_and_truncated_flo(tmp_path):
     root = tmp_path / "sintel"
-    _sintel_tree(root)
+    sintel_tree(root)
     bad = root / "training" / "flow" / "cave_2" / "frame_0005.flo"
     bad.write_bytes(bad.read_bytes()[:100])
     out = tmp_path / "db"

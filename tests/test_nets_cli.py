@@ -15,31 +15,9 @@ import pytest
 
 from models.paths import PROTOTXT, REPO
 from models.v2v import C3D_MEAN
+from tests.wire import c3d_v10_model, v10_blob
 
 CAFFE = REPO / ".venv" / "bin" / "caffe"
-
-from test_convert import ld, varint  # the hand protobuf encoder
-
-
-def v10_blob(arr):
-    shape = arr.shape + (1,) * (5 - arr.ndim)
-    return b"".join(varint(f << 3) + varint(d) for f, d in zip((1, 2, 3, 4, 5), shape)) + \
-        ld(6, arr.astype("<f4").tobytes())
-
-
-def c3d_v10_model(path, rng):
-    chans = [("conv1a", 3, 64), ("conv2a", 64, 128), ("conv3a", 128, 256), ("conv3b", 256, 256),
-             ("conv4a", 256, 512), ("conv4b", 512, 512), ("conv5a", 512, 512), ("conv5b", 512, 512)]
-    body, weights = ld(1, b"deepnetA"), {}
-    for name, cin, cout in chans:
-        w = rng.normal(0, 0.01, (cout, cin, 3, 3, 3)).astype(np.float32)
-        b = np.full((1, 1, 1, 1, cout), 0.5, np.float32)
-        weights[name] = w
-        body += ld(2, ld(4, name.encode()) + varint(5 << 3) + varint(30) + ld(6, v10_blob(w)) + ld(6, v10_blob(b)))
-        body += ld(2, ld(4, ("relu" + name[4:]).encode()) + varint(5 << 3) + varint(18))
-    path.write_bytes(body)
-    return weights
-
 
 def run_caffe(args):
     env = dict(os.environ)

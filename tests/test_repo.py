@@ -31,3 +31,38 @@ def test_setup_is_a_no_op_when_cached():
     assert r.returncode == 0, r.stderr[-2000:]
     assert "is up to date; skipping the build" in r.stdout
     assert "make -j" not in r.stdout
+
+
+def test_lint_clean():
+    """ruff with the rules in pyproject.toml, and the import-direction contract."""
+    r = subprocess.run(["bash", "tests/lint.sh"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def test_import_contract_catches_an_upward_import(tmp_path):
+    """The contract is not vacuous: models importing tools breaks it."""
+    for pkg in ("models", "tools", "data_prep", "torch_runtime"):
+        dst = tmp_path / pkg
+        dst.mkdir()
+        for f in (REPO / pkg).glob("*.py"):
+            (dst / f.name).write_text(f.read_text())
+    (tmp_path / "models" / "upward.py").write_text("import tools.train  # noqa: F401\n")
+    (tmp_path / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text())
+    r = subprocess.run([str(REPO / ".venv" / "bin" / "lint-imports"), "--no-cache"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300,
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)})
+    assert r.returncode != 0 and "models.upward" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+CAFFE_FREE = ["models.generate", "models.v2v", "models.paths", "models.metrics", "data_prep.clips",
+              "data_prep.db", "data_prep.video", "data_prep.flo"]
+
+
+def test_caffe_free_modules_import_without_pycaffe():
+    """The generator, ClipSource and the record readers work where no engine is built."""
+    code = ("import sys; sys.modules['caffe'] = None\n"
+            + "".join(f"import {m}\n" for m in CAFFE_FREE)
+            + "assert 'caffe.proto' not in sys.modules\n")
+    r = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", code], cwd="/", capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
