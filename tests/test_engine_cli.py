@@ -97,8 +97,8 @@ def tiny(tmp_path):
     return tmp_path
 
 
-def run_caffe(args, cwd, extra_path=None):
-    env = dict(os.environ)
+def run_caffe(args, cwd, extra_path=None, env=None):
+    env = {**os.environ, **(env or {})}
     env.pop("GLOG_minloglevel", None)
     if extra_path:
         env["PYTHONPATH"] = str(extra_path)
@@ -267,3 +267,26 @@ def test_validate_module_cli_reports_ok(tiny):
                        env={**os.environ, "PYTHONPATH": str(tiny)}, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "net.prototxt: ok" in r.stdout
+
+
+def test_caffe_cli_honours_v2v_runs_data_and_max_iter(tiny, tmp_path_factory):
+    """The wrapper relocates runs/ (snapshots) and data/ (-weights) like our tools, and
+    V2V_MAX_ITER caps a solver's max_iter; the solver file itself is left alone."""
+    text = (tiny / "solver.prototxt").read_text().replace('"snaps/tiny"', '"runs/tiny/snapshots/tiny"')
+    (tiny / "solver_runs.prototxt").write_text(text)
+    runs, data = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("data")
+    env = {"V2V_RUNS": str(runs), "V2V_MAX_ITER": "3"}
+    r = run_caffe(["train", "-solver", "solver_runs.prototxt"], tiny, extra_path=tiny, env=env)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    snap = runs / "tiny" / "snapshots" / "tiny_iter_3.caffemodel"
+    assert snap.exists() and not (tiny / "runs").exists()
+    assert "max_iter: 25" in (tiny / "solver_runs.prototxt").read_text()
+    (data / "c3d").mkdir()
+    (data / "c3d" / "w.caffemodel").write_bytes(snap.read_bytes())
+    env.update(V2V_DATA=str(data), V2V_MAX_ITER="1")
+    r = run_caffe(["train", "-solver", "solver_runs.prototxt", "-weights", "data/c3d/w.caffemodel"],
+                  tiny, extra_path=tiny, env=env)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    r = run_caffe(["train", "-solver", "solver_runs.prototxt"], tiny, extra_path=tiny,
+                  env=dict(env, V2V_MAX_ITER="zero"))
+    assert r.returncode == 2 and "V2V_MAX_ITER must be a positive integer" in r.stderr
