@@ -135,7 +135,8 @@ def _layer_rate(quick: bool) -> float:
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="python -m data_prep.bench", description=__doc__.split("\n\n")[0],
-        epilog=__doc__[__doc__.index("- decode"):] + "\nexample:\n  python -m data_prep.bench            # → runs/bench/data.md",
+        epilog=__doc__[__doc__.index("- decode"):]
+        + "\nexample:\n  python -m data_prep.bench            # → runs/bench/data.md",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=RUNS / "bench", help="folder for data.md / data.json")
     ap.add_argument("--quick", action="store_true", help="fewer frames (a smoke run)")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.db import ClipDB, DBError
+from models.paths import DATA, user_path
 
 LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -37,19 +38,20 @@ def clip_mean(db, gray: bool = False, max_clips: int | None = None) -> np.ndarra
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="python -m data_prep.mean", description=__doc__.split("\n\n")[0],
-        epilog="examples:\n  python -m data_prep.mean --db data/db/gatech/train --out data/mean/gatech_train.npy\n"
-               "  python -m data_prep.mean --db data/db/ucf101_color/train --gray --out data/mean/ucf101_gray.npy",
+        epilog="examples:\n  python -m data_prep.mean --db data/db/gatech/train      # -> data/mean/gatech_train.npy\n"
+               "  python -m data_prep.mean --db data/db/ucf101_color/train --gray --out ucf101_gray.npy",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--db", required=True, help="a training clip database")
-    ap.add_argument("--out", required=True, help=".npy file to write")
+    ap.add_argument("--db", required=True, help="a training clip database (data/db/... works from any directory)")
+    ap.add_argument("--out", help=".npy file to write (default data/mean/<dataset>_<split>[_gray].npy)")
     ap.add_argument("--gray", action="store_true", help="mean of the gray input (C=1)")
     ap.add_argument("--max-clips", type=int, help="use only the first N clips")
     a = ap.parse_args(argv)
+    db = user_path(a.db)
     try:
-        m = clip_mean(a.db, a.gray, a.max_clips)
+        m = clip_mean(db, a.gray, a.max_clips)
     except DBError as e:
         raise SystemExit(f"error: {e}") from None
-    out = Path(a.out)
+    out = Path(a.out) if a.out else DATA / "mean" / f"{db.parent.name}_{db.name}{'_gray' if a.gray else ''}.npy"
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, m)
     print(f"wrote {out}: shape {m.shape}, overall mean {m.mean(axis=(1, 2, 3)).round(2).tolist()}")

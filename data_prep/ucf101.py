@@ -112,7 +112,8 @@ def main(argv=None):
         prog="python -m data_prep.ucf101", description=__doc__.split("\n\n")[0],
         epilog=__doc__[__doc__.index("Input layout"):] + """
 examples:
-  python -m data_prep.ucf101 --task flow --root ~/data/UCF-101 --splits ~/data/ucfTrainTestlist --split train --workers 2
+  python -m data_prep.ucf101 --task flow --root ~/data/UCF-101 --splits ~/data/ucfTrainTestlist \\
+      --split train --workers 2
   python -m data_prep.ucf101 --task flow --root ~/data/UCF-101 --splits ~/data/ucfTrainTestlist --split test
   python -m data_prep.ucf101 --task color --root ~/data/UCF-101 --splits ~/data/ucfTrainTestlist --split train
   # a cluster array job, task k of 64, then one merge:

@@ -63,7 +63,8 @@ def make_ucf(root: Path, n_videos=4, frames=35, corrupt=True, seed=0, h=128, w=1
         (root / "UCF-101" / bad).write_bytes(b"RIFF\x00\x00\x00\x00AVI LIST" + b"\x17" * 4000)
         names.insert(1, bad)
     (root / "ucfTrainTestlist").mkdir(parents=True, exist_ok=True)
-    (root / "ucfTrainTestlist" / "trainlist01.txt").write_text("".join(f"{n} {1 + i % 2}\n" for i, n in enumerate(names)))
+    (root / "ucfTrainTestlist" / "trainlist01.txt").write_text(
+        "".join(f"{n} {1 + i % 2}\n" for i, n in enumerate(names)))
     (root / "ucfTrainTestlist" / "testlist01.txt").write_text("".join(f"{n}\n" for n in names[:2]))
     return names, motions
 

@@ -1,7 +1,7 @@
 """The commands a user reads in our markdown files, as data for tests/test_readme.py.
 
 A *step* is either a fenced ```bash block (run as one script, its lines in order) or one
-command in a table cell. A table cell holding placeholders (``<net>``, ``[--weights W]``,
+command in backticks (a table cell or prose). One holding placeholders (``<net>``, ``[--weights W]``,
 ``S``, ``...``) is a *synopsis*: it is checked against the tool's ``--help``, not run.
 """
 from __future__ import annotations
@@ -77,12 +77,14 @@ def _blocks(text: str, name: str) -> list[Step]:
     return steps
 
 
-def _table_cells(text: str, name: str) -> list[Step]:
-    steps = []
+def _inline(text: str, name: str) -> list[Step]:
+    """Commands in backticks outside fenced blocks (table cells and prose)."""
+    steps, fenced = [], False
     for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.startswith("|"):
+        if line.startswith("```"):
+            fenced = not fenced
             continue
-        for span in SPAN.findall(line):
+        for span in [] if fenced else SPAN.findall(line):
             if span.startswith(COMMAND_START):
                 steps.append(Step(f"{name}:{lineno}", [span], bool(PLACEHOLDER.search(span))))
     return steps
@@ -91,4 +93,4 @@ def _table_cells(text: str, name: str) -> list[Step]:
 def steps_of(md: Path, root: Path) -> list[Step]:
     text = md.read_text()
     name = str(md.relative_to(root))
-    return _blocks(text, name) + _table_cells(text, name)
+    return _blocks(text, name) + _inline(text, name)

@@ -8,17 +8,17 @@ import numpy as np
 
 
 def conv3d(x, w, b, stride=(1, 1, 1), pad=(0, 0, 0), group=1):
-    """x (N,C,L,H,W), w (O, C/g, kd, kh, kw), b (O,) or None -> (N,O,Lo,Ho,Wo)."""
+    """x (N,C,L,H,W), w (Co, C/g, kd, kh, kw), b (Co,) or None -> (N,Co,Lo,Ho,Wo)."""
     N, C, L, H, W = x.shape
-    O, Cg, kd, kh, kw = w.shape
+    Co, Cg, kd, kh, kw = w.shape
     sd, sh, sw = stride
     pd, ph, pw = pad
     xp = np.pad(x, ((0, 0), (0, 0), (pd, pd), (ph, ph), (pw, pw)))
     Lo = (L + 2 * pd - kd) // sd + 1
     Ho = (H + 2 * ph - kh) // sh + 1
     Wo = (W + 2 * pw - kw) // sw + 1
-    y = np.zeros((N, O, Lo, Ho, Wo), dtype=np.float64)
-    og = O // group
+    y = np.zeros((N, Co, Lo, Ho, Wo), dtype=np.float64)
+    og = Co // group
     for g in range(group):
         xs = xp[:, g * Cg:(g + 1) * Cg]
         ws = w[g * og:(g + 1) * og].astype(np.float64)
@@ -28,20 +28,20 @@ def conv3d(x, w, b, stride=(1, 1, 1), pad=(0, 0, 0), group=1):
                     patch = xs[:, :, i:i + sd * Lo:sd, j:j + sh * Ho:sh, k:k + sw * Wo:sw]
                     y[:, g * og:(g + 1) * og] += np.einsum("nclhw,oc->nolhw", patch, ws[:, :, i, j, k])
     if b is not None:
-        y += np.asarray(b, dtype=np.float64).reshape(1, O, 1, 1, 1)
+        y += np.asarray(b, dtype=np.float64).reshape(1, Co, 1, 1, 1)
     return y
 
 
 def deconv3d(x, w, b, stride=(1, 1, 1), pad=(0, 0, 0), group=1):
-    """Transposed conv: x (N,C,L,H,W), w (C, O/g, kd, kh, kw) -> (N,O,Lo,Ho,Wo) with
+    """Transposed conv: x (N,C,L,H,W), w (C, Co/g, kd, kh, kw) -> (N,Co,Lo,Ho,Wo) with
     Lo = (L-1)*s - 2p + k. Scatter form, straight from the definition."""
     N, C, L, H, W = x.shape
     _, Og, kd, kh, kw = w.shape
-    O = Og * group
+    Co = Og * group
     sd, sh, sw = stride
     pd, ph, pw = pad
     Lf, Hf, Wf = (L - 1) * sd + kd, (H - 1) * sh + kh, (W - 1) * sw + kw
-    full = np.zeros((N, O, Lf, Hf, Wf), dtype=np.float64)
+    full = np.zeros((N, Co, Lf, Hf, Wf), dtype=np.float64)
     cg = C // group
     for g in range(group):
         xs = x[:, g * cg:(g + 1) * cg].astype(np.float64)
@@ -53,7 +53,7 @@ def deconv3d(x, w, b, stride=(1, 1, 1), pad=(0, 0, 0), group=1):
                         np.einsum("nclhw,co->nolhw", xs, ws[:, :, i, j, k])
     y = full[:, :, pd:Lf - pd, ph:Hf - ph, pw:Wf - pw]
     if b is not None:
-        y = y + np.asarray(b, dtype=np.float64).reshape(1, O, 1, 1, 1)
+        y = y + np.asarray(b, dtype=np.float64).reshape(1, Co, 1, 1, 1)
     return y
 
 

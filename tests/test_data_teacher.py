@@ -87,7 +87,7 @@ def test_colour_wheel_directions_and_saturation():
     assert c[1][0] > 200 and c[1][1] > 150 and c[1][2] < 40                     # down: yellow-orange
     assert c[2][2] == 255 and c[2][0] < 40                                      # left: cyan-blue
     assert c[4].tolist() == [255, 255, 255]                                     # no motion: white
-    assert c[5].max() < 200                                                     # beyond max: darkened, not clipped wrongly
+    assert c[5].max() < 200  # beyond max: darkened, not clipped wrongly
     # negative and positive flows of equal size are equally saturated (flow-vis's clip bug)
     a = flow_to_color(np.array([[[2, 0], [-2, 0]]], np.float32))
     assert a[0, 0].min() == a[0, 1].min() == 0

@@ -31,7 +31,8 @@ def main(argv=None) -> int:
                                  epilog="see the module docstring for an example")
     ap.add_argument("model", nargs="?", help="C3D-v1.0 caffemodel (e.g. conv3d_deepnetA_sport1m_iter_1900000)")
     ap.add_argument("--mean", help="C3D-v1.0 mean binaryproto (e.g. sport1m_train16_128_mean.binaryproto)")
-    ap.add_argument("-o", "--out", default=str(resolve_repo_path(C3D_WEIGHTS)), help="output caffemodel (default %(default)s)")
+    ap.add_argument("-o", "--out", default=str(resolve_repo_path(C3D_WEIGHTS)),
+                    help="output caffemodel (default %(default)s)")
     ap.add_argument("--mean-out", help=f"output .npy (default {C3D_DIR}/<mean name>.npy)")
     ap.add_argument("--net", default=str(PROTOTXT / "seg_v2v_deploy.prototxt"),
                     help="net whose layer names/shapes the weights must fit (default %(default)s)")
