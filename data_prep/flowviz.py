@@ -2,7 +2,7 @@
 evaluation methodology for optical flow", 2007/2011): hue = direction, saturation =
 magnitude. Our own wheel (55 colours: RY 15, YG 6, GC 4, CB 11, BM 13, MR 6, as in the
 Middlebury code). We normalise by the maximum magnitude ourselves: flow-vis's ``clip_flow``
-option clips negative components wrongly (design.md §7).
+option clips negative components wrongly (docs/fidelity.md, "Flow teacher and flow pictures").
 """
 from __future__ import annotations
 

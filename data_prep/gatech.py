@@ -29,7 +29,7 @@ Accepted inputs (frames: .png/.jpg/.jpeg/.bmp/.ppm; labels: single-channel image
 
 3. The authors' C3D ``.bin`` clips (``--c3d-bins LIST``, first column of each line a .bin
    path relative to the list's folder): (1, 4, L, H, W) uint8, colour channels then the
-   label channel (design.md §5). Their colour order is not documented: ``--bin-channels``
+   label channel (docs/dialect.md). Their colour order is not documented: ``--bin-channels``
    (rgb default, or bgr); label values ≥ 8 become void (the release ignores labels ≥ K).
    Each .bin is one clip; no stride is applied.
 

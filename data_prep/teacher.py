@@ -24,7 +24,8 @@ Parameters (``BroxParams``) and why:
 - ``min_size = 10``: the coarsest level's shorter side. Below ~10 px a 3×3 derivative
   stencil sees the whole image and the solution is meaningless (5 and 20 were both worse).
   Sizes are computed with ``floor`` and the loop also stops as soon as a level's size stops
-  changing (design.md §7: rounding sizes can make the loop never end).
+  changing (rounding sizes can make the loop never end: docs/fidelity.md, "Flow teacher and
+  flow pictures").
 - ``alpha = 10`` (smoothness weight; OpenCV normalises the data term of 0–255 images):
   OpenCV's default 20 oversmooths 171×128 frames (self-check EPE 1.47 px at the old
   settings vs 0.48 with 10); 7 is noisier (0.24 vs 0.16).
@@ -85,7 +86,7 @@ DEFAULT = BroxParams()
 
 def pyramid_sizes(h: int, w: int, scale: float, min_size: int) -> list[tuple[int, int]]:
     """(h, w) of every pyramid level, finest first. floor() and a stop when the size stops
-    changing guarantee termination for any input (design.md §7)."""
+    changing guarantee termination for any input (docs/fidelity.md, "Flow teacher and flow pictures")."""
     if not 0.0 < scale < 1.0:
         raise ValueError(f"pyramid scale must be in (0, 1), got {scale}")
     sizes = [(h, w)]

@@ -8,9 +8,11 @@ One function per architecture, each returning a list of ``protospec.Layer``:
   remove_skip_decoder() V2V without the conv3c/conv4c skip branches
   up_head(level)        ConvNb+Up: conv_pre on convNb + fixed TrilinearUpsample to input size
 
-``VARIANTS`` lists every net of the paper (and the release variants); ``build(variant,
-kind)`` gives the text of its train_val / deploy net, ``solver_text(variant)`` its solver.
-``python -m models.generate`` writes them all to prototxt/.
+``VARIANTS`` lists every net of the paper (and the release variants), each with all its
+facts: the paper results it reproduces (models.paper), init, solver, size; ``build(variant,
+kind)`` gives the text of its train_val / deploy net, ``solver_text(variant)`` its solver,
+``paper_value(net, testset)`` the paper's number for it. ``python -m models.generate``
+writes the prototxts to prototxt/ and the nets tables into README.md and models/NETS.md.
 
 Dialect: C3D-v1.1 layer types (Convolution3D, Deconvolution3D, Pooling3D) and mainline
 Caffe layers that C3D-v1.1 has; anything new is a Python layer (models.pylayers) so the
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from models import paper
 from models.paths import db_rel
 from models.protospec import Enum, Layer, render_net, render_solver
 
@@ -109,7 +112,7 @@ def c3d_encoder(bottom="data", *, upto="conv5b", twod=False, frozen=False, train
 
 def v2v_decoder(*, K, deconv5_from="conv5b", names=PAPER_NAMES, twod=False, train=True,
                 width=1, conv_c_relu=False):
-    """The V2V head (design.md §1). ``deconv5_from``: conv5b (paper) or conv5a (release).
+    """The V2V head (docs/fidelity.md, "The network"). ``deconv5_from``: conv5b (paper) or conv5a (release).
     conv3c/conv4c have no ReLU (as the release; the paper's figure does not say)."""
     n = names
     c = DECODER_CHANNELS // width
@@ -165,12 +168,22 @@ def up_head(level: str, *, K, train=True, ref="data"):
 # --------------------------------------------------------------------------- variants
 @dataclass(frozen=True)
 class Variant:
+    """One net of prototxt/ and every fact about it: architecture and task, how it is
+    trained (``init``, solver) and what it reproduces (``paper``: the paper's results it is
+    compared with; ``paper_note``: how it relates to them). ``params`` and ``gflop`` are
+    measured on its deploy net (1×C×16×112×112 input, a multiply-add counts 2 FLOPs) and
+    checked by tests/test_nets.py against a hand count and models.shapes."""
     key: str                 # file stem
     title: str
     task: str                # seg | flow | color
     arch: str                # v2v | remove_skip | conv3b_up | conv4b_up | conv5b_up
-    paper_row: str
-    init: str                # "C3D (fine-tune)" or "scratch"
+    init: str                # c3d | scratch | key of the net whose final snapshot it fine-tunes
+    paper: tuple = ()        # models.paper.PaperResult values this net is compared with
+    paper_note: str = ""
+    teacher: tuple = ()      # results of the flow teacher scored on this net's data (--teacher)
+    params: int = 0
+    gflop: float = 0.0
+    fold: int | None = None  # a fold of the Sintel 3-fold run (tools.train --sintel-3fold)
     twod: bool = False
     deconv5_from: str = "conv5b"
     frozen: bool = False
@@ -209,6 +222,41 @@ class Variant:
     def solver_name(self):
         return self.solver_file or f"{self.key}_solver.prototxt"
 
+    @property
+    def paper_row(self) -> str:
+        note = f" — {self.paper_note}" if self.paper_note else ""
+        return "; ".join(r.text() for r in self.paper) + note
+
+    @property
+    def init_text(self) -> str:
+        if self.init == "c3d":
+            return "C3D, C3D layers frozen" if self.frozen else "C3D, all layers trained"
+        return "scratch" if self.init == "scratch" else f"{self.init}'s final snapshot (fine-tune)"
+
+    @property
+    def weights(self) -> str:
+        """The caffemodel training starts from ("" from scratch): C3D's converted weights, or
+        the final snapshot of the net named by ``init``."""
+        if self.init == "scratch":
+            return ""
+        return C3D_WEIGHTS if self.init == "c3d" else variant(self.init).final_weights
+
+    @property
+    def run_dir(self) -> str:
+        """The run folder training writes (runs/<net>); our tools take it as ``--weights`` (its
+        newest snapshot, models.paths.resolve_weights)."""
+        return solver_fields(self)["snapshot_prefix"].rsplit("/snapshots/", 1)[0]
+
+    @property
+    def tool_weights(self) -> str:
+        """``weights`` as our tools take it: a run folder instead of the final snapshot."""
+        return self.weights if self.init in ("c3d", "scratch") else variant(self.init).run_dir
+
+    @property
+    def final_weights(self) -> str:
+        """The snapshot training writes at max_iter (the solver's snapshot_prefix)."""
+        return f"{solver_fields(self)['snapshot_prefix']}_iter_{self.solver['max_iter']}.caffemodel"
+
     def files(self):
         """The files this variant writes (train_val, [deploy], solver)."""
         own = [] if self.deploy else [self.deploy_name]
@@ -237,79 +285,84 @@ COLOR_SOLVER = dict(FLOW_SOLVER, max_iter=600000)
 COLOR_NOTES = dict(FLOW_NOTES, max_iter="paper: 600K",
                    momentum="release flow solver (the paper gives none; no colour release)",
                    weight_decay="release flow solver (the paper gives none; no colour release)")
-
-_seg = dict(task="seg", solver=SEG_SOLVER, solver_notes=SEG_NOTES)
-_seg_base = dict(_seg, solver_notes=SEG_BASELINE_NOTES)
-_seg_scratch = dict(_seg_base, init="scratch")
-VARIANTS = [
-    Variant("seg_v2v", "V2V semantic segmentation (paper)", arch="v2v", init="C3D (fine-tune)",
-            paper_row="Table 1, V2V (fine-tune), 76.0% pixel accuracy", solver_file="seg_solver.prototxt",
-            choices="paper: whole net fine-tuned from C3D; deconv5 on conv5b", **_seg),
-    Variant("seg_v2v_release", "V2V semantic segmentation (authors' release prototxt)", arch="v2v",
-            init="C3D (frozen)", frozen=True, deconv5_from="conv5a", names="release",
-            paper_row="Table 1, V2V as released (frozen C3D layers)",
-            choices="release: C3D layers frozen (lr_mult 0); deconv5b on conv5a (conv5b computed, "
-                    "silenced); release layer names", **_seg),
-    Variant("seg_v2v_0", "V2V-0 (V2V from scratch)", arch="v2v",
-            paper_row="Table 1, V2V-0 (from scratch), 66.7%", choices="paper: from scratch",
-            **_seg_scratch),
-    Variant("seg_v2v_remove_skip", "V2V-remove-skip", arch="remove_skip", init="C3D (fine-tune)",
-            paper_row="Table 1, V2V-remove-skip (fine-tune), 74.7%",
-            choices="paper: no conv3c/conv4c branches", **_seg_base),
-    Variant("seg_v2v_remove_skip_0", "V2V-remove-skip-0", arch="remove_skip",
-            paper_row="Table 1, V2V-remove-skip-0 (from scratch), 60.8%",
-            choices="paper: no conv3c/conv4c branches, from scratch", **_seg_scratch),
-    Variant("seg_conv3b_up", "Conv3b+Up", arch="conv3b_up", init="C3D (fine-tune)",
-            paper_row="Table 1, Conv3b+Up (fine-tune), 69.7%",
-            choices="paper: prediction conv on conv3b + fixed trilinear upsampling", **_seg_base),
-    Variant("seg_conv4b_up", "Conv4b+Up", arch="conv4b_up", init="C3D (fine-tune)",
-            paper_row="Table 1, Conv4b+Up (fine-tune), 72.7%",
-            choices="paper: prediction conv on conv4b + fixed trilinear upsampling", **_seg_base),
-    Variant("seg_conv5b_up", "Conv5b+Up", arch="conv5b_up", init="C3D (fine-tune)",
-            paper_row="Table 1, Conv5b+Up (fine-tune), 72.1%",
-            choices="paper: prediction conv on conv5b + fixed trilinear upsampling", **_seg_base),
-    Variant("seg_2d_v2v", "2D-V2V", arch="v2v", twod=True,
-            paper_row="Table 1, 2D-V2V (from scratch), 55.7%",
-            choices="paper: every 3D conv/pool/deconv made 2D (kernel_depth 1, temporal stride 1, "
-                    "temporal pad 0), from scratch", **_seg_scratch),
-    Variant("flow_v2v", "V2V optical flow (paper)", task="flow", arch="v2v", init="scratch",
-            loss="huber", flow_scale=1 / 15, solver=FLOW_SOLVER, solver_notes=FLOW_NOTES,
-            solver_file="flow_solver.prototxt",
-            paper_row="Table 2 / §5, V2V flow (UCF101 Brox semi-truth), EPE 1.24 UCF101, 8.86 Sintel",
-            choices="paper: Huber loss as printed (|x| beyond 1), targets = flow/15, from scratch"),
-    Variant("flow_v2v_release", "V2V optical flow (authors' release prototxt)", task="flow",
-            arch="v2v", init="scratch", loss="euclidean", flow_scale=0.125, names="release",
-            solver=FLOW_REL_SOLVER, solver_notes=FLOW_REL_NOTES,
-            paper_row="§5 flow, as released (Euclidean, α=8)",
-            choices="release: EuclideanLoss, truth scale 0.125 (α=8), base_lr 1e-7, 1.2M iters; "
-                    "release layer names; deconv5b on conv5b as the paper (our notes give conv5a only for the "
-                    "release seg net)"),
-    Variant("color_v2v", "V2V video colorization", task="color", arch="v2v", init="scratch",
-            loss="euclidean", solver=COLOR_SOLVER, solver_notes=COLOR_NOTES,
-            solver_file="color_solver.prototxt",
-            paper_row="§6 colorization, V2V, ADE 0.1375",
-            choices="paper: gray input C=1, RGB in [0,1] K=3, L2 (EuclideanLoss), from scratch"),
-    Variant("color_2d_v2v", "2D-V2V video colorization", task="color", arch="v2v", twod=True,
-            init="scratch", loss="euclidean", solver=COLOR_SOLVER, solver_notes=COLOR_NOTES,
-            paper_row="§6 colorization, 2D-V2V baseline, ADE 0.1495",
-            choices="paper: 2D-V2V (kernel_depth 1 everywhere), L2, from scratch"),
-]
 SINTEL_SOLVER = dict(FLOW_SOLVER, base_lr=1e-8, stepsize=10000, max_iter=20000, test_iter=30,
                      test_interval=2000, snapshot=5000)
 SINTEL_NOTES = dict(FLOW_NOTES, base_lr="paper's flow value (no fine-tuning schedule given)",
                     stepsize="ours", max_iter="ours (the paper gives no fine-tuning schedule)",
                     test_iter="ours (one pass over a fold's test clips)")
-for _k in range(3):
-    VARIANTS.append(Variant(
-        f"flow_v2v_sintel_fold{_k}", f"finetuned-V2V flow on MPI-Sintel, fold {_k} of 3",
-        task="flow", arch="v2v", init="V2V flow trained on UCF101 (fine-tune)", loss="huber",
-        flow_scale=1 / 15, solver=SINTEL_SOLVER, solver_notes=SINTEL_NOTES,
-        db=("sintel", f"final_fold{_k}_train", f"final_fold{_k}_test"), deploy="flow_v2v",
-        paper_row=f"Table 2, finetuned-V2V (Sintel 3-fold), EPE 8.38 — fold {_k}",
-        choices="paper: V2V flow fine-tuned on Sintel ground truth, 3-fold cross validation; "
-                "ours: the final pass (Table 2 compares with FlowFields' final-pass 5.81), folds "
-                "of data_prep.sintel, the same net and loss as flow_v2v (deploy: "
-                "flow_v2v_deploy.prototxt)"))
+
+RELEASE = "as the authors' release prototxt"
+V2V_SIZE = dict(params=33_715_784, gflop=117.1)  # seg (K = 8) V2V deploy net
+_seg = dict(task="seg", solver=SEG_SOLVER, solver_notes=SEG_NOTES)
+_seg_base = dict(_seg, solver_notes=SEG_BASELINE_NOTES)
+_seg_scratch = dict(_seg_base, init="scratch")
+_c3d = dict(_seg_base, init="c3d")
+SEG_VARIANTS = [
+    Variant("seg_v2v", "V2V semantic segmentation (paper)", arch="v2v", init="c3d",
+            paper=(paper.SEG_V2V,), solver_file="seg_solver.prototxt", **V2V_SIZE,
+            choices="paper: whole net fine-tuned from C3D; deconv5 on conv5b", **_seg),
+    Variant("seg_v2v_release", "V2V semantic segmentation (authors' release prototxt)", arch="v2v",
+            init="c3d", frozen=True, deconv5_from="conv5a", names="release",
+            paper=(paper.SEG_V2V,), paper_note=RELEASE, **V2V_SIZE,
+            choices="release: C3D layers frozen (lr_mult 0); deconv5b on conv5a (conv5b computed, "
+                    "silenced); release layer names", **_seg),
+    Variant("seg_v2v_0", "V2V-0 (V2V from scratch)", arch="v2v", paper=(paper.SEG_V2V_0,),
+            **V2V_SIZE, choices="paper: from scratch", **_seg_scratch),
+    Variant("seg_v2v_remove_skip", "V2V-remove-skip", arch="remove_skip",
+            paper=(paper.SEG_REMOVE_SKIP,), params=31_077_832, gflop=96.6,
+            choices="paper: no conv3c/conv4c branches", **_c3d),
+    Variant("seg_v2v_remove_skip_0", "V2V-remove-skip-0", arch="remove_skip",
+            paper=(paper.SEG_REMOVE_SKIP_0,), params=31_077_832, gflop=96.6,
+            choices="paper: no conv3c/conv4c branches, from scratch", **_seg_scratch),
+    Variant("seg_conv3b_up", "Conv3b+Up", arch="conv3b_up", paper=(paper.SEG_CONV3B_UP,),
+            params=2_936_584, gflop=58.3,
+            choices="paper: prediction conv on conv3b + fixed trilinear upsampling", **_c3d),
+    Variant("seg_conv4b_up", "Conv4b+Up", arch="conv4b_up", paper=(paper.SEG_CONV4B_UP,),
+            params=13_609_736, gflop=74.4,
+            choices="paper: prediction conv on conv4b + fixed trilinear upsampling", **_c3d),
+    Variant("seg_conv5b_up", "Conv5b+Up", arch="conv5b_up", paper=(paper.SEG_CONV5B_UP,),
+            params=27_766_536, gflop=77.1,
+            choices="paper: prediction conv on conv5b + fixed trilinear upsampling", **_c3d),
+    Variant("seg_2d_v2v", "2D-V2V", arch="v2v", twod=True, paper=(paper.SEG_2D_V2V,),
+            params=10_847_432, gflop=82.1,
+            choices="paper: every 3D conv/pool/deconv made 2D (kernel_depth 1, temporal stride 1, "
+                    "temporal pad 0), from scratch", **_seg_scratch),
+]
+FLOW_V2V = Variant(
+    "flow_v2v", "V2V optical flow (paper)", task="flow", arch="v2v", init="scratch",
+    paper=(paper.FLOW_UCF101, paper.FLOW_SINTEL), teacher=(paper.BROX_SINTEL,),
+    params=33_705_410, gflop=112.9,
+    loss="huber", flow_scale=1 / 15, solver=FLOW_SOLVER, solver_notes=FLOW_NOTES,
+    solver_file="flow_solver.prototxt",
+    choices="paper: Huber loss as printed (|x| beyond 1), targets = flow/15, from scratch")
+SINTEL_FOLDS = [Variant(
+    f"flow_v2v_sintel_fold{k}", f"finetuned-V2V flow on MPI-Sintel, fold {k} of 3",
+    task="flow", arch="v2v", init="flow_v2v", paper=(paper.SINTEL_3FOLD,),
+    paper_note=f"fold {k} of 3", params=FLOW_V2V.params, gflop=FLOW_V2V.gflop, fold=k,
+    loss="huber", flow_scale=1 / 15, solver=SINTEL_SOLVER, solver_notes=SINTEL_NOTES,
+    db=("sintel", f"final_fold{k}_train", f"final_fold{k}_test"), deploy="flow_v2v",
+    choices="paper: V2V flow fine-tuned on Sintel ground truth, 3-fold cross validation; "
+            "ours: the final pass (Table 2 compares with FlowFields' final-pass 5.81), folds "
+            "of data_prep.sintel, the same net and loss as flow_v2v (deploy: "
+            "flow_v2v_deploy.prototxt)") for k in range(3)]
+OTHER_VARIANTS = [
+    Variant("flow_v2v_release", "V2V optical flow (authors' release prototxt)", task="flow",
+            arch="v2v", init="scratch", paper=(paper.FLOW_UCF101,), paper_note=RELEASE,
+            params=33_705_410, gflop=112.9, loss="euclidean", flow_scale=0.125, names="release",
+            solver=FLOW_REL_SOLVER, solver_notes=FLOW_REL_NOTES,
+            choices="release: EuclideanLoss, truth scale 0.125 (α=8), base_lr 1e-7, 1.2M iters; "
+                    "release layer names; deconv5b on conv5b as the paper (only the release's seg net "
+                    "reads conv5a)"),
+    Variant("color_v2v", "V2V video colorization", task="color", arch="v2v", init="scratch",
+            paper=(paper.COLOR_V2V,), params=33_703_683, gflop=112.2, loss="euclidean",
+            solver=COLOR_SOLVER, solver_notes=COLOR_NOTES, solver_file="color_solver.prototxt",
+            choices="paper: gray input C=1, RGB in [0,1] K=3, L2 (EuclideanLoss), from scratch"),
+    Variant("color_2d_v2v", "2D-V2V video colorization", task="color", arch="v2v", twod=True,
+            init="scratch", paper=(paper.COLOR_2D_V2V,), params=10_843_395, gflop=80.5,
+            loss="euclidean", solver=COLOR_SOLVER, solver_notes=COLOR_NOTES,
+            choices="paper: 2D-V2V (kernel_depth 1 everywhere), L2, from scratch"),
+]
+VARIANTS = SEG_VARIANTS + [FLOW_V2V] + SINTEL_FOLDS + OTHER_VARIANTS
 BY_KEY = {v.key: v for v in VARIANTS}
 
 
@@ -317,6 +370,17 @@ def variant(key: str) -> Variant:
     if key not in BY_KEY:
         raise KeyError(f"unknown net '{key}'; known: {', '.join(BY_KEY)}")
     return BY_KEY[key]
+
+
+def paper_value(name: str, testset: str | None = None) -> float | None:
+    """The paper's value for net ``name`` (or "brox_teacher", the flow teacher) on
+    ``testset`` (gatech | ucf101 | sintel; None: the net's first result); None where the
+    paper gives none."""
+    if name == "brox_teacher":
+        results = [r for v in VARIANTS for r in v.teacher]
+    else:
+        results = BY_KEY[name].paper if name in BY_KEY else ()
+    return next((r.value for r in results if testset in (None, r.testset)), None)
 
 
 # --------------------------------------------------------------------------- data and heads
@@ -405,7 +469,7 @@ def header(v: Variant, kind: str) -> str:
               "deconv3b, predict)" if v.names == "release" else
               "paper layer names (deconv5, conv4c, concat4, deconv4, conv3c, concat3, deconv3, conv_pre)")
     out = [f"{v.title}: {what}.",
-           f"Paper row: {v.paper_row}. Init: {v.init}.",
+           f"Paper row: {v.paper_row}. Init: {v.init_text}.",
            f"Choices: {v.choices}.",
            f"Task {v.task}: input C={v.C}, K={v.K} outputs. C3D layers conv1a…conv5b keep C3D's names "
            f"(-weights copies them by name); head uses {naming}.",
@@ -417,8 +481,9 @@ def header(v: Variant, kind: str) -> str:
             out.append("Output: prob (N×8×L×H×W class probabilities).")
     elif v.task == "flow":
         a = round(1 / v.flow_scale, 6)
-        out.append(f"Loss: {'HuberLoss (Python, paper eq. 1, summed ÷ N)' if v.loss == 'huber' else 'EuclideanLoss (sum ÷ 2N)'}"
-                   f" on targets = flow × {v.flow_scale:.6g} (α={a:g}).")
+        loss = "HuberLoss (Python, paper eq. 1, summed ÷ N)" if v.loss == "huber" else \
+            "EuclideanLoss (sum ÷ 2N)"
+        out.append(f"Loss: {loss} on targets = flow × {v.flow_scale:.6g} (α={a:g}).")
         if kind == "deploy":
             out.append(f"Output: flow in pixels (N×2×L×H×W, u then v) = prediction × α={a:g} "
                        "(Power layer; the only place α is applied).")
@@ -451,23 +516,27 @@ def build(v: Variant | str, kind: str = "train_val", *, data_source: str = "db",
     return render_net(v.key, layers, header(v, kind) if title else "")
 
 
-def solver_text(v: Variant | str, *, net: str | None = None, **overrides) -> str:
+def solver_fields(v: Variant | str, *, net: str | None = None, **overrides) -> dict:
+    """The solver's fields (``overrides`` replace any of them)."""
     v = variant(v) if isinstance(v, str) else v
     s = dict(v.solver)
     fields = {"net": net or f"prototxt/{v.key}_train_val.prototxt",
               "test_iter": s.pop("test_iter"), "test_interval": s.pop("test_interval"),
               "test_initialization": False}
     fields.update(s)
-    fields.update(display=20, average_loss=20, snapshot_prefix=f"runs/{v.key}/{v.key}")
+    fields.update(display=20, average_loss=20, snapshot_prefix=f"runs/{v.key}/snapshots/{v.key}")
     fields.update(overrides)
+    return fields
+
+
+def solver_text(v: Variant | str, *, net: str | None = None, **overrides) -> str:
+    v = variant(v) if isinstance(v, str) else v
     head = (f"{v.title}: solver. Paper row: {v.paper_row}.\n"
             f"Values from the paper unless marked; the release's where the paper gives none.\n"
             f"Run from the repo root: caffe train -solver prototxt/{v.solver_name}"
-            + (f" -weights {C3D_WEIGHTS}" if "C3D" in v.init else "")
-            + (" -weights runs/flow_v2v/flow_v2v_iter_800000.caffemodel" if "UCF101" in v.init else "")
-            + "\n"
+            + (f" -weights {v.weights}" if v.weights else "") + "\n"
             "Generated by models/generate.py — do not edit.")
-    return render_solver(fields, head, v.solver_notes)
+    return render_solver(solver_fields(v, net=net, **overrides), head, v.solver_notes)
 
 
 def all_files() -> dict[str, str]:
@@ -481,5 +550,6 @@ def all_files() -> dict[str, str]:
     return out
 
 
-__all__ = ["VARIANTS", "Variant", "build", "solver_text", "all_files", "variant",
+__all__ = ["VARIANTS", "Variant", "build", "solver_fields", "solver_text", "all_files", "variant",
+           "paper_value",
            "c3d_encoder", "v2v_decoder", "remove_skip_decoder", "up_head"]

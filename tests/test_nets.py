@@ -1,6 +1,7 @@
-"""The generated V2V nets in the real engine: in sync with the generator, load, blob
-shapes as design.md §1, parameter counts against a hand count, forward + backward at a
-small size, a few solver steps lower the loss, clear errors for bad sizes."""
+"""The generated V2V nets in the real engine: in sync with the generator (prototxts and
+the generated README/NETS.md blocks), every net's facts complete, load, blob shapes as
+docs/fidelity.md ("The network"), parameter counts against a hand count, forward +
+backward at a small size, a few solver steps lower the loss, clear errors for bad sizes."""
 from __future__ import annotations
 
 import subprocess
@@ -9,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from models import shapes, v2v
+from models import generate, shapes, v2v
 from models.paths import PROTOTXT, REPO
 from models.validate import ValidationError, validate_net_file
 
@@ -39,13 +40,14 @@ def v2v_count(C, K, kd=3, dkd=4):
             + conv(256, 64, kd) + conv(128, 64, dkd, 8) + conv(64, K, kd))
 
 
+REMOVE_SKIP_HEAD = conv(512, 64, 4, 4) + conv(64, 64, 4, 4) + conv(64, 64, 4, 8) + conv(64, 8)
 EXPECTED_PARAMS = {
     "seg_v2v": v2v_count(3, 8),
     "seg_v2v_release": v2v_count(3, 8),
     "seg_v2v_0": v2v_count(3, 8),
     "seg_2d_v2v": v2v_count(3, 8, kd=1, dkd=1),
-    "seg_v2v_remove_skip": c3d() + conv(512, 64, 4, 4) + conv(64, 64, 4, 4) + conv(64, 64, 4, 8) + conv(64, 8),
-    "seg_v2v_remove_skip_0": c3d() + conv(512, 64, 4, 4) + conv(64, 64, 4, 4) + conv(64, 64, 4, 8) + conv(64, 8),
+    "seg_v2v_remove_skip": c3d() + REMOVE_SKIP_HEAD,
+    "seg_v2v_remove_skip_0": c3d() + REMOVE_SKIP_HEAD,
     "seg_conv3b_up": c3d(upto="conv3b") + conv(256, 8),
     "seg_conv4b_up": c3d(upto="conv4b") + conv(512, 8),
     "seg_conv5b_up": c3d(upto="conv5b") + conv(512, 8),
@@ -57,16 +59,33 @@ EXPECTED_PARAMS = {
 
 
 def test_hand_count_is_the_papers_size():
-    assert EXPECTED_PARAMS["seg_v2v"] == 33_715_784  # "33.7 M with K=8" (design.md §6)
+    assert EXPECTED_PARAMS["seg_v2v"] == 33_715_784  # "33.7 M with K=8" (docs/fidelity.md)
     assert set(EXPECTED_PARAMS) == set(DEPLOY_VARIANTS)
     for v in v2v.VARIANTS:  # variants sharing a deploy net (Sintel folds) name an existing one
         assert not v.deploy or v.deploy in EXPECTED_PARAMS
 
 
+@pytest.mark.parametrize("key", DEPLOY_VARIANTS)
+def test_variant_sizes_are_measured(key):
+    """The params and GFLOPs the tables print (facts on the variant) are the hand count
+    and models.shapes' count of the committed deploy net."""
+    from models.validate import load_net
+    v = v2v.variant(key)
+    infos = shapes.infer_net(load_net(PROTOTXT / v.deploy_name), "TEST")
+    assert v.params == EXPECTED_PARAMS[key] == sum(i.params or 0 for i in infos)
+    assert v.gflop == round(sum(i.flops for i in infos) / 1e9, 1)
+    for other in v2v.VARIANTS:  # the Sintel folds run flow_v2v's deploy net
+        if other.deploy == key:
+            assert (other.params, other.gflop) == (v.params, v.gflop)
+
+
 # --------------------------------------------------------------------------- generator
 def test_generated_files_in_sync():
-    r = subprocess.run([sys.executable, "-m", "models.generate", "--check"], cwd=REPO,
-                       capture_output=True, text=True)
+    """`python -m models.generate --check`: prototxt/, README.md and models/NETS.md blocks
+    match the generator, which runs without the engine."""
+    code = ("import sys; from models import generate; rc = generate.main(['--check']); "
+            "assert 'caffe' not in sys.modules, 'models.generate imported caffe'; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
 
@@ -86,14 +105,71 @@ def test_every_file_has_header_and_guessable_names():
     assert 'snapshot_prefix: "runs/' in s
 
 
+def _docs_copy(root):
+    for rel in generate.DOC_BLOCKS:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text((REPO / rel).read_text())
+
+
 def test_generator_check_reports_drift(tmp_path):
-    from models import generate
-    generate.write(tmp_path)
-    assert generate.check(tmp_path) == []
-    (tmp_path / "seg_solver.prototxt").write_text("# edited\n")
-    (tmp_path / "flow_v2v_deploy.prototxt").unlink()
-    assert sorted(generate.check(tmp_path)) == ["flow_v2v_deploy.prototxt (missing)",
-                                                "seg_solver.prototxt (differs)"]
+    out = tmp_path / "prototxt"
+    _docs_copy(tmp_path)
+    generate.write(out, tmp_path)
+    assert generate.check(out, tmp_path) == []
+    (out / "seg_solver.prototxt").write_text("# edited\n")
+    (out / "flow_v2v_deploy.prototxt").unlink()
+    readme = tmp_path / "README.md"
+    original = readme.read_text()
+    readme.write_text(original.replace("| 33,715,784 | 117.1 |", "| 33,715,785 | 117.1 |", 1))
+    nets = tmp_path / "models" / "NETS.md"
+    nets.write_text(nets.read_text().replace("76.0 %", "76.1 %"))
+    assert sorted(generate.check(out, tmp_path)) == [
+        "README.md (differs)", "flow_v2v_deploy.prototxt (missing)", "models/NETS.md (differs)",
+        "seg_solver.prototxt (differs)"]
+    generate.write(out, tmp_path)  # rewrites the blocks only: the hand-written text stays
+    assert generate.check(out, tmp_path) == []
+    assert readme.read_text() == original
+    readme.write_text(readme.read_text().replace(generate.END, "", 1))
+    with pytest.raises(generate.GenerateError, match="README.md: block 'reproduce' has no"):
+        generate.check(out, tmp_path)
+
+
+# The paper's numbers, transcribed here a second time from its Tables 1, 2 and §5, §6.
+PAPER_NUMBERS = {("seg_v2v", None): 76.0, ("seg_v2v_0", None): 66.7, ("seg_v2v_remove_skip", None): 74.7,
+                 ("seg_v2v_remove_skip_0", None): 60.8, ("seg_conv3b_up", None): 69.7,
+                 ("seg_conv4b_up", None): 72.7, ("seg_conv5b_up", None): 72.1, ("seg_2d_v2v", None): 55.7,
+                 ("flow_v2v", "ucf101"): 1.24, ("flow_v2v", "sintel"): 8.86, ("brox_teacher", "sintel"): 8.89,
+                 ("flow_v2v_sintel_fold1", "sintel"): 8.38, ("color_v2v", None): 0.1375,
+                 ("color_2d_v2v", None): 0.1495, ("brox_teacher", "ucf101"): None,
+                 ("no_such_net", None): None}
+
+
+def test_evaluate_takes_paper_values_from_the_variants():
+    from tools import evaluate, train
+    assert evaluate.paper_value is v2v.paper_value and train.SINTEL_3FOLD.value == 8.38
+    for (name, testset), value in PAPER_NUMBERS.items():
+        assert v2v.paper_value(name, testset) == value, (name, testset)
+
+
+@pytest.mark.parametrize("key", VARIANTS)
+def test_every_variant_has_all_facts(key):
+    """Paper results of its own task with a metric and test set, an init that names real
+    weights, a solver file among the generated ones, the snapshot training writes, a size."""
+    v = v2v.variant(key)
+    assert v.paper and v.title and v.choices and v.params > 0 and v.gflop > 0
+    for r in v.paper + v.teacher:
+        assert r.task == v.task and r.table and r.method and r.value > 0 and r.measured_on
+        assert r.testset in ("gatech", "ucf101", "sintel") and r.metric.split()[0] in ("pixel", "EPE", "ADE")
+    assert v.init in ("c3d", "scratch") or v.init in v2v.BY_KEY
+    assert bool(v.weights) == (v.init != "scratch")
+    if v.init not in ("c3d", "scratch"):  # fine-tunes another net's final snapshot
+        assert v.weights == v2v.variant(v.init).final_weights
+    assert v.solver_name in v2v.all_files()
+    assert v.final_weights == f"runs/{key}/snapshots/{key}_iter_{v.solver['max_iter']}.caffemodel"
+    assert v.run_dir == f"runs/{key}"
+    assert f'snapshot_prefix: "runs/{key}/snapshots/{key}"' in (PROTOTXT / v.solver_name).read_text()
+    row = generate.reproduce_rows(v)[0]
+    assert v.paper[0].text() in row[0] and (v.fold is not None or v.run_dir in row[2])
 
 
 # --------------------------------------------------------------------------- loading
@@ -115,7 +191,7 @@ def test_deploy_loads_with_hand_counted_params(caffe, key):
         assert net.params[name][1].data.shape == (1, 1, 1, 1, w[0])
 
 
-# design.md §1 for a 3×16×112×112 clip, (paper name, release name, C×L×H×W)
+# docs/fidelity.md ("The network") for a 3×16×112×112 clip, (paper name, release name, C×L×H×W)
 DESIGN_SHAPES = [
     ("conv1a", "conv1a", (64, 16, 112, 112)), ("pool1", "pool1", (64, 16, 56, 56)),
     ("conv2a", "conv2a", (128, 16, 56, 56)), ("pool2", "pool2", (128, 8, 28, 28)),
@@ -196,7 +272,8 @@ def test_flow_deploy_outputs_pixels(caffe):
 def test_up_baselines_interpolate_exactly(caffe):
     """ConvNb+Up output is a trilinear resize (scipy, half-pixel centres) of conv_pre."""
     from scipy import ndimage
-    for key, f in (("seg_conv3b_up", (2, 4, 4)), ("seg_conv4b_up", (4, 8, 8)), ("seg_conv5b_up", (8, 16, 16))):
+    for key, f in (("seg_conv3b_up", (2, 4, 4)), ("seg_conv4b_up", (4, 8, 8)),
+                   ("seg_conv5b_up", (8, 16, 16))):
         net = caffe.Net(str(PROTOTXT / f"{key}_deploy.prototxt"), caffe.TEST)
         net.blobs["data"].reshape(1, 3, 16, 48, 48)
         net.reshape()
@@ -397,14 +474,6 @@ def test_net_summary_tool():
     r = subprocess.run([sys.executable, "-m", "tools.net_summary", str(PROTOTXT / "seg_v2v_deploy.prototxt"),
                         "--input", "1,3,12,32,32"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode != 0 and "multiple" in r.stderr
-
-
-def test_nets_md_lists_every_net_with_its_measured_params():
-    text = (REPO / "models" / "NETS.md").read_text()
-    for key, n in EXPECTED_PARAMS.items():
-        row = next((line for line in text.splitlines() if line.startswith(f"| `{key}` |")), None)
-        assert row is not None, key
-        assert f"{n:,}" in row, (key, row)
 
 
 # Layer types of the authors' C3D-v1.1 (BVLC mid-2017 + 3D layers) that our nets may use:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-# GATECH's 8 classes (design.md §5) + void, in the order of the label ids 0..7.
+# GATECH's 8 classes (data_prep/README.md, "Class map") + void, in the order of the label ids 0..7.
 GATECH_CLASSES = ["sky", "ground", "solid", "porous", "cars", "humans", "vertical mix", "main mix"]
 PALETTE = np.array([
     [70, 130, 220],   # sky
