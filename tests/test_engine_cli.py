@@ -12,67 +12,9 @@ import pytest
 
 from models import validate
 from models.paths import REPO
+from tests.data_fixtures import TINY_DATA, TINY_NET
 
 CAFFE = REPO / ".venv" / "bin" / "caffe"
-
-# A tiny C3D-v1.1-dialect net: conv3d / pool3d / deconv3d / concat, voxel softmax loss.
-TINY_NET = """
-name: "tiny3d"
-layer { name: "data" type: "Python" top: "data" top: "label"
-  python_param { module: "tiny_data" layer: "TinyClips" param_str: '{"shape": [2, 3, 8, 16, 16], "k": 4}' } }
-layer { name: "conv1a" type: "Convolution3D" bottom: "data" top: "conv1a"
-  param { lr_mult: 1 } param { lr_mult: 2 }
-  convolution3d_param { num_output: 8 kernel_size: 3 kernel_depth: 3 pad: 1 temporal_pad: 1
-    weight_filler { type: "gaussian" std: 0.1 } bias_filler { type: "constant" value: 0 } } }
-layer { name: "relu1a" type: "ReLU" bottom: "conv1a" top: "conv1a" }
-layer { name: "pool1" type: "Pooling3D" bottom: "conv1a" top: "pool1"
-  pooling3d_param { pool: MAX kernel_size: 2 kernel_depth: 2 stride: 2 temporal_stride: 2 } }
-layer { name: "conv2a" type: "Convolution3D" bottom: "pool1" top: "conv2a"
-  convolution3d_param { num_output: 8 kernel_size: 3 kernel_depth: 3 pad: 1 temporal_pad: 1
-    weight_filler { type: "xavier" } } }
-layer { name: "relu2a" type: "ReLU" bottom: "conv2a" top: "conv2a" }
-layer { name: "deconv" type: "Deconvolution3D" bottom: "conv2a" top: "deconv"
-  convolution3d_param { num_output: 8 kernel_size: 4 kernel_depth: 4 stride: 2 temporal_stride: 2
-    pad: 1 temporal_pad: 1 weight_filler { type: "gaussian" std: 0.1 } } }
-layer { name: "concat" type: "Concat" bottom: "deconv" bottom: "conv1a" top: "concat" }
-layer { name: "predict" type: "Convolution3D" bottom: "concat" top: "predict"
-  convolution3d_param { num_output: 4 kernel_size: 3 kernel_depth: 3 pad: 1 temporal_pad: 1
-    weight_filler { type: "gaussian" std: 0.1 } } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "predict" bottom: "label" top: "loss"
-  loss_param { ignore_label: 255 normalization: FULL } softmax_param { axis: 1 } }
-"""
-
-# A tiny Python data layer: a fixed random "clip" whose label is a function of its colour,
-# so that a few SGD steps must lower the loss.
-TINY_DATA = '''
-import json
-import numpy as np
-import caffe
-
-
-class TinyClips(caffe.Layer):
-    def setup(self, bottom, top):
-        p = json.loads(self.param_str)
-        self.shape, self.k = p["shape"], p["k"]
-        rng = np.random.default_rng(0)
-        n, c, l, h, w = self.shape
-        self.label = rng.integers(0, self.k, size=(n, 1, l, h, w)).astype(np.float32)
-        centres = rng.standard_normal((self.k, c)).astype(np.float32) * 2
-        self.data = centres[self.label[:, 0].astype(int)].transpose(0, 4, 1, 2, 3).copy()
-        self.label[:, :, 0, 0, 0] = 255  # one ignored voxel per clip
-
-    def reshape(self, bottom, top):
-        top[0].reshape(*self.shape)
-        top[1].reshape(self.shape[0], 1, *self.shape[2:])
-
-    def forward(self, bottom, top):
-        top[0].data[...] = self.data
-        top[1].data[...] = self.label
-
-    def backward(self, top, propagate_down, bottom):
-        pass
-'''
-
 
 @pytest.fixture
 def tiny(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 from models import generate, shapes, v2v
 from models.paths import PROTOTXT, REPO
 from models.validate import ValidationError, validate_net_file
+from tests.data_fixtures import write_tiny_db
 
 VARIANTS = [v.key for v in v2v.VARIANTS]
 DEPLOY_VARIANTS = [v.key for v in v2v.VARIANTS if not v.deploy]  # own deploy file
@@ -345,29 +346,6 @@ def test_train_val_data_layers_follow_contract():
             assert p["mean"] == (v2v.C3D_MEAN if v.task == "seg" else None)
         if v.task == "flow":
             assert p["flow_scale"] == pytest.approx(0.125 if v.key == "flow_v2v_release" else 1 / 15)
-
-
-def write_tiny_db(path, task, L=16, H=128, W=171, n=1):
-    """A finished clip database (data_prep.db) of ``n`` random clips for ``task``."""
-    from data_prep.db import ClipWriter
-    rng = np.random.default_rng(11)
-    fields = {"frames": ((3, L, H, W), "uint8")}
-    if task == "seg":
-        fields["label"] = ((1, L, H, W), "uint8")
-    if task == "flow":
-        fields["flow"] = ((2, L, H, W), "float32")
-    w = ClipWriter(path, fields)
-    for u in range(n):
-        rec = {"frames": rng.integers(0, 256, (3, L, H, W)).astype(np.uint8)}
-        if task == "seg":
-            lab = rng.integers(0, 8, (1, L, H, W)).astype(np.uint8)
-            lab[:, :, :4] = 255
-            rec["label"] = lab
-        if task == "flow":
-            rec["flow"] = rng.normal(0, 3, (2, L, H, W)).astype(np.float32)
-        w.put_unit(u, f"video{u}", [(0, rec)])
-    w.finalize({"dataset": "tiny", "split": "train", "task": task})
-    w.close()
 
 
 @pytest.fixture(scope="module")
