@@ -1,9 +1,11 @@
 """Caffe Python layers used by the generated V2V nets.
 
 Every layer here runs unchanged on the authors' Caffe (C3D-v1.1 built WITH_PYTHON_LAYER):
-it needs only ``caffe.Layer`` and NumPy. Parameters come as a JSON object in
-``python_param { param_str: '...' }``; an empty param_str means all defaults. Unknown keys
-are an error, so a typo fails at net setup instead of being ignored.
+it needs only ``caffe.Layer``, NumPy and models.layerspec (stdlib only). Parameters come as
+a JSON object in ``python_param { param_str: '...' }``; an empty param_str means all
+defaults. Unknown keys are an error, so a typo fails at net setup instead of being ignored.
+The param_str schemas and top shapes are the layers' specs (models.layerspec.PYTHON_SPECS),
+shared with the torch runtime.
 
 Layers
 ------
@@ -42,9 +44,10 @@ Each class has ``infer_top_shapes(param_str, bottom_shapes)`` for models.shapes.
 from __future__ import annotations
 
 import importlib
-import json
 
 import numpy as np
+
+from models.layerspec import PYTHON_SPECS, trilinear_size
 
 
 def _layer_base():
@@ -60,66 +63,34 @@ def _layer_base():
 _Layer = _layer_base()
 
 
-def _params(param_str: str, allowed: dict, layer: str) -> dict:
-    raw = json.loads(param_str) if param_str and param_str.strip() else {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{layer}: param_str must be a JSON object, got {param_str!r}")
-    unknown = set(raw) - set(allowed)
-    if unknown:
-        raise ValueError(f"{layer}: unknown param(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-    out = dict(allowed)
-    out.update(raw)
-    return out
+class _SpecLayer(_Layer):
+    """param_str parsing and top shapes from the layer's spec (PYTHON_SPECS[class name])."""
 
-
-def _count(shape) -> int:
-    return int(np.prod(shape)) if len(shape) else 1
-
-
-class _PairLoss(_Layer):
-    """Two bottoms of equal count, a scalar loss top."""
-    NAME = "loss"
-    ALLOWED: dict = {}
+    @classmethod
+    def spec(cls):
+        return PYTHON_SPECS[cls.__name__]
 
     @classmethod
     def infer_top_shapes(cls, param_str, bottom_shapes):
-        cls._check(_params(param_str, cls.ALLOWED, cls.__name__))
-        if len(bottom_shapes) != 2:
-            raise ValueError(f"{cls.__name__} needs 2 bottoms (prediction, target), "
-                             f"got {len(bottom_shapes)}")
-        a, b = bottom_shapes
-        if _count(a) != _count(b):
-            raise ValueError(f"{cls.__name__}: prediction {a} and target {b} differ in size")
-        return [()]
+        return cls.spec().top_shapes(param_str, bottom_shapes)
+
+
+class _PairLoss(_SpecLayer):
+    """Two bottoms of equal count, a scalar loss top."""
 
     def setup(self, bottom, top):
-        self.p = _params(self.param_str, self.ALLOWED, type(self).__name__)
-        if len(bottom) != 2:
-            raise ValueError(f"{type(self).__name__} needs 2 bottoms (prediction, target)")
+        self.p = self.spec().parse(self.param_str)
         if len(top) != 1:
             raise ValueError(f"{type(self).__name__} has one top (the loss)")
-        self._check(self.p)
-
-    @classmethod
-    def _check(cls, p):
-        pass
 
     def reshape(self, bottom, top):
-        if bottom[0].count != bottom[1].count:
-            raise ValueError(f"{type(self).__name__}: prediction {bottom[0].data.shape} and "
-                             f"target {bottom[1].data.shape} differ in size")
+        # the spec's rule: two bottoms of equal count (pycaffe's blob vector is not iterable)
+        self.spec().shapes(self.p, [bottom[i].data.shape for i in range(len(bottom))])
         top[0].reshape()
 
 
 class HuberLoss(_PairLoss):
     __doc__ = __doc__.split("``HuberLoss``")[1].split("``ClippedEuclideanLoss``")[0]
-    ALLOWED = {"variant": "paper"}
-
-    @classmethod
-    def _check(cls, p):
-        if p["variant"] not in ("paper", "standard"):
-            raise ValueError(f"HuberLoss: variant must be 'paper' or 'standard', "
-                             f"got {p['variant']!r}")
 
     @staticmethod
     def value(x: np.ndarray, variant: str = "paper") -> np.ndarray:
@@ -142,7 +113,6 @@ class HuberLoss(_PairLoss):
 
 class ClippedEuclideanLoss(_PairLoss):
     __doc__ = __doc__.split("``ClippedEuclideanLoss``")[1].split("``TrilinearUpsample``")[0]
-    ALLOWED = {}
 
     def forward(self, bottom, top):
         d = bottom[0].data - bottom[1].data.reshape(bottom[0].data.shape)
@@ -183,50 +153,18 @@ def trilinear(x: np.ndarray, mats) -> np.ndarray:
     return np.einsum("ncdhw,Ww->ncdhW", y, mw, optimize=True)
 
 
-class TrilinearUpsample(_Layer):
+class TrilinearUpsample(_SpecLayer):
     __doc__ = __doc__.split("``TrilinearUpsample``")[1].split("Each class has")[0]
-    ALLOWED = {"factor": None, "size": None, "align_corners": False}
-
-    @classmethod
-    def _out_size(cls, p, bottom_shapes):
-        x = bottom_shapes[0]
-        if len(x) != 5:
-            raise ValueError(f"TrilinearUpsample needs a 5D input (N,C,L,H,W), got {tuple(x)}")
-        ways = (p["factor"] is not None) + (p["size"] is not None) + (len(bottom_shapes) > 1)
-        if ways != 1:
-            raise ValueError("TrilinearUpsample: give exactly one of factor, size or a second "
-                             "(reference) bottom")
-        if p["factor"] is not None:
-            f = p["factor"]
-            f = [f] * 3 if isinstance(f, int) else list(f)
-            if len(f) != 3 or any((not isinstance(v, int)) or v < 1 for v in f):
-                raise ValueError(f"TrilinearUpsample: factor must be an int >= 1 or 3 of them, got {p['factor']}")
-            return tuple(int(a * b) for a, b in zip(x[2:], f))
-        if p["size"] is not None:
-            s = list(p["size"])
-            if len(s) != 3 or any(v < 1 for v in s):
-                raise ValueError(f"TrilinearUpsample: size must be [L, H, W], got {p['size']}")
-            return tuple(int(v) for v in s)
-        ref = bottom_shapes[1]
-        if len(ref) < 3:
-            raise ValueError(f"TrilinearUpsample: reference bottom {tuple(ref)} has fewer than 3 axes")
-        return tuple(int(v) for v in ref[-3:])
-
-    @classmethod
-    def infer_top_shapes(cls, param_str, bottom_shapes):
-        p = _params(param_str, cls.ALLOWED, cls.__name__)
-        out = cls._out_size(p, [tuple(s) for s in bottom_shapes])
-        return [tuple(bottom_shapes[0][:2]) + out]
 
     def setup(self, bottom, top):
-        self.p = _params(self.param_str, self.ALLOWED, "TrilinearUpsample")
-        if len(top) != 1 or len(bottom) not in (1, 2):
-            raise ValueError("TrilinearUpsample takes 1 or 2 bottoms and has 1 top")
+        self.p = self.spec().parse(self.param_str)
+        if len(top) != 1:
+            raise ValueError("TrilinearUpsample has 1 top")
         self._key = None
 
     def reshape(self, bottom, top):
         shapes = [bottom[i].data.shape for i in range(len(bottom))]
-        out = self._out_size(self.p, shapes)
+        out = trilinear_size(self.p, shapes)
         key = (shapes[0][2:], out)
         if key != self._key:
             ac = bool(self.p["align_corners"])

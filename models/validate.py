@@ -5,7 +5,7 @@ abort.
     validate_net_file(path, phase="TEST", input_shapes=None) -> NetParameter
     validate_solver_file(path) -> SolverParameter
     validate_weights(weights_path, net_param, net_path)
-    python -m models.validate --caffe-args train -solver X [-weights W]   (used by bin/caffe)
+    check_caffe_command(argv)            (the caffe wrapper, via models/caffe_cli.py)
     python -m models.validate NET_OR_SOLVER.prototxt ...                 (a plain check)
 
 Errors are ``ValidationError`` (a ValueError) whose message starts with the file.
@@ -13,14 +13,15 @@ Errors are ``ValidationError`` (a ValueError) whose message starts with the file
 from __future__ import annotations
 
 import difflib
-import os
 import sys
 from pathlib import Path
 
 from google.protobuf import text_format
+from google.protobuf.message import DecodeError
 
 from models import shapes
 from models.engine import cuda_build, layer_types, pb2
+from models.layerspec import SPECS, LayerSpecError
 
 LR_POLICIES = {"fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid"}
 SOLVER_TYPES = {"SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"}
@@ -37,7 +38,7 @@ def _err(path, msg) -> ValidationError:
 def _read_text(path: Path, what: str) -> str:
     if not path.exists():
         hint = ""
-        from models.paths import REPO  # noqa: PLC0415
+        from models.paths import REPO
         if not path.is_absolute() and (REPO / path).exists() and Path.cwd() != REPO:
             hint = (f" (it exists under the repo root {REPO}: Caffe resolves paths from the "
                     f"current directory, so run caffe from the repo root)")
@@ -69,53 +70,29 @@ def load_net(path):
 
 
 def check_structure(net, path) -> None:
-    """Layer types, names, parameter messages: what is wrong before any shape."""
+    """Layer types, names, parameter messages: what is wrong before any shape. The rules
+    of the types with parameters are their specs' (models.layerspec)."""
     if len(net.layers):
         raise _err(path, "uses the old `layers {}` (V1) syntax; write `layer {}` "
                          "(C3D-v1.1 dialect)")
     if not len(net.layer):
         raise _err(path, "has no layers")
     known = layer_types()
-    seen = set()
     for layer in net.layer:
         where = f"layer '{layer.name}'"
         if not layer.name:
             raise _err(path, f"a layer of type {layer.type} has no name")
-        if layer.name in seen:
-            # Caffe allows it across phases; the same name twice in one phase is an error.
-            pass
-        seen.add(layer.name)
         if not layer.type:
             raise _err(path, f"{where} has no type")
         if layer.type not in known:
             close = difflib.get_close_matches(layer.type, sorted(known), n=3)
             raise _err(path, f"{where}: unknown layer type '{layer.type}'"
                              + (f" (did you mean {', '.join(close)}?)" if close else ""))
-        if layer.type in ("Convolution3D", "Deconvolution3D"):
-            if not layer.HasField("convolution3d_param"):
-                raise _err(path, f"{where} ({layer.type}) needs convolution3d_param")
-            p = layer.convolution3d_param
-            for f in ("num_output", "kernel_size", "kernel_depth"):
-                if getattr(p, f) <= 0:
-                    raise _err(path, f"{where} ({layer.type}): convolution3d_param.{f} must be > 0")
-            if p.stride <= 0 or p.temporal_stride <= 0:
-                raise _err(path, f"{where}: stride and temporal_stride must be > 0")
-            if p.filter_group != 1:
-                raise _err(path, f"{where}: filter_group other than 1 is not supported")
-        if layer.type == "Pooling3D":
-            if not layer.HasField("pooling3d_param"):
-                raise _err(path, f"{where} (Pooling3D) needs pooling3d_param")
-            p = layer.pooling3d_param
-            if p.pool not in (0, 1):
-                raise _err(path, f"{where}: Pooling3D supports MAX and AVE only")
-            if p.kernel_size <= 0 or p.kernel_depth <= 0:
-                raise _err(path, f"{where}: pooling3d_param.kernel_size and kernel_depth must be > 0")
-            if p.stride <= 0 or p.temporal_stride <= 0:
-                raise _err(path, f"{where}: stride and temporal_stride must be > 0")
-            if p.pad >= p.kernel_size or p.temporal_pad >= p.kernel_depth:
-                raise _err(path, f"{where}: pad must be smaller than the kernel")
-        if layer.type == "Pooling" and (layer.HasField("pooling3d_param")):
-            raise _err(path, f"{where}: type Pooling with pooling3d_param; use type Pooling3D")
+        if layer.type in SPECS:
+            try:
+                SPECS[layer.type].check(layer)
+            except LayerSpecError as e:
+                raise _err(path, str(e)) from None
         if layer.type == "Python":
             if not layer.python_param.module or not layer.python_param.layer:
                 raise _err(path, f"{where}: python_param needs module and layer")
@@ -216,7 +193,7 @@ def validate_weights(weights, net, net_path) -> None:
     model = pb2().NetParameter()
     try:
         model.ParseFromString(weights.read_bytes())
-    except Exception as e:  # protobuf DecodeError and friends
+    except (DecodeError, ValueError) as e:
         raise _err(weights, f"is not a Caffe model (protobuf parse failed: {e})") from None
     if len(model.layers) and not len(model.layer):
         raise _err(weights, "is an old-format (V1 / C3D-v1.0) caffemodel; convert it first: "
@@ -330,9 +307,6 @@ def is_solver_file(path) -> bool:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "--caffe-args":
-            check_caffe_command(argv[1:])
-            return 0
         if not argv or argv[0] in ("-h", "--help"):
             print(__doc__)
             return 0 if argv else 2

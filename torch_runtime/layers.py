@@ -5,8 +5,9 @@ creates the parameter blobs with exactly Caffe's blob shapes (so caffemodels mov
 ways unchanged), ``forward(*bottoms)`` returns a list of tops. Layers whose blobs Caffe
 keeps in a legacy shape (Convolution3D bias (1,1,1,1,out)) store that shape and view it.
 
-Arithmetic references: engine/layers/v2v_conv3d_layers.cpp (3D layers), BVLC Caffe
-(pooling_layer.cpp with this fork's ceil_mode, softmax_loss_layer.cpp, loss_layer.cpp
+Convolutions, poolings and InnerProduct take their rules, geometry, output sizes and blob
+shapes from models.layerspec. Arithmetic references: engine/layers/v2v_conv3d_layers.cpp
+(3D layers), BVLC Caffe (pooling_layer.cpp, softmax_loss_layer.cpp, loss_layer.cpp
 GetNormalizer, euclidean_loss_layer.cpp, accuracy_layer.cpp, reshape/crop/concat).
 """
 from __future__ import annotations
@@ -17,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from models.layerspec import AVE, MAX, SPECS, LayerSpecError, pooled_size
 
 FLT_MIN = float(np.finfo(np.float32).tiny)
 
@@ -31,9 +34,8 @@ def register(*types):
     return deco
 
 
-class LayerError(ValueError):
-    def __init__(self, lp, msg):
-        super().__init__(f"layer '{lp.name}' ({lp.type}): {msg}")
+# One error type for every layer rule: LayerError(lp, msg) names the layer and its type.
+LayerError = LayerSpecError
 
 
 class CaffeLayer(nn.Module):
@@ -80,116 +82,47 @@ class CaffeLayer(nn.Module):
 
 
 # --------------------------------------------------------------------------- convolution
-def _rep(field, n, default=None, name="value"):
-    vals = list(field)
-    if not vals:
-        if default is None:
-            raise ValueError(f"{name} is required")
-        return [default] * n
-    if len(vals) == 1:
-        return vals * n
-    if len(vals) != n:
-        raise ValueError(f"{name} has {len(vals)} values for {n} spatial axes")
-    return vals
-
-
-@register("Convolution3D", "Deconvolution3D")
-class Conv3D(CaffeLayer):
-    """C3D-v1.1 Convolution3D / Deconvolution3D (scalar spatial params, temporal ones)."""
+@register("Convolution3D", "Deconvolution3D", "Convolution", "Deconvolution")
+class Conv(CaffeLayer):
+    """Convolution3D / Deconvolution3D (C3D-v1.1) and mainline N-D Convolution /
+    Deconvolution (1 to 3 spatial axes). Rules, geometry and blob shapes come from the
+    layer's spec; a bias Caffe keeps as (1,1,1,1,out) is viewed flat."""
 
     def setup(self, bottom_shapes):
-        lp = self.lp
-        if not lp.HasField("convolution3d_param"):
-            raise self.err("needs convolution3d_param")
-        p = lp.convolution3d_param
-        self.deconv = lp.type == "Deconvolution3D"
-        x = bottom_shapes[0]
-        if len(x) != 5:
-            raise self.err(f"needs a 5D (N,C,L,H,W) input, got {tuple(x)}")
-        if not (p.kernel_size > 0 and p.kernel_depth > 0 and p.num_output > 0):
-            raise self.err("kernel_size, kernel_depth and num_output must be > 0")
-        if p.filter_group != 1:
-            raise self.err("filter_group != 1 is not supported")
-        self.group = p.group
-        c, o = x[1], p.num_output
-        if c % self.group or o % self.group:
-            raise self.err("channels and num_output must be divisible by group")
-        self.kernel = (p.kernel_depth, p.kernel_size, p.kernel_size)
-        self.stride = (p.temporal_stride, p.stride, p.stride)
-        self.pad = (p.temporal_pad, p.pad, p.pad)
-        self.num_output = o
-        self.add_blob((c, o // self.group) + self.kernel if self.deconv
-                      else (o, c // self.group) + self.kernel)
-        self.bias_term = p.bias_term
-        if self.bias_term:
-            self.add_blob((1, 1, 1, 1, o))
+        spec, x = SPECS[self.ltype], tuple(bottom_shapes[0])
+        r = spec.resolve(self.lp, x)
+        self.geom = r.geometry
+        if len(x) != len(self.geom.kernel) + 2:
+            raise self.err("the torch runtime supports channel axis 1 only")
+        if len(self.geom.kernel) not in (1, 2, 3):
+            raise self.err(f"{len(self.geom.kernel)} spatial axes are not supported")
+        self.deconv, self.group = spec.deconv, spec.param(self.lp).group
+        for shape in r.param_shapes:
+            self.add_blob(shape)
+        self.bias_term = len(r.param_shapes) > 1
 
     def forward(self, x):
         w = self.blobs[0]
         b = self.blobs[1].reshape(-1) if self.bias_term else None
+        g, n = self.geom, len(self.geom.kernel)
         if self.deconv:
-            return [F.conv_transpose3d(x, w, b, self.stride, self.pad, groups=self.group)]
-        return [F.conv3d(x, w, b, self.stride, self.pad, groups=self.group)]
-
-
-@register("Convolution", "Deconvolution")
-class ConvND(CaffeLayer):
-    """Mainline Caffe N-D Convolution / Deconvolution (2D or 3D)."""
-
-    def setup(self, bottom_shapes):
-        lp = self.lp
-        p = lp.convolution_param
-        self.deconv = lp.type == "Deconvolution"
-        x = bottom_shapes[0]
-        if p.axis not in (1, -len(x) + 1):
-            raise self.err("only axis 1 is supported")
-        n = len(x) - 2
-        if n not in (1, 2, 3):
-            raise self.err(f"{n} spatial axes are not supported")
-        try:
-            if p.HasField("kernel_h") or p.HasField("kernel_w"):
-                k = [p.kernel_h, p.kernel_w]
-            else:
-                k = _rep(p.kernel_size, n, name="kernel_size")
-            s = [p.stride_h, p.stride_w] if p.HasField("stride_h") else _rep(p.stride, n, 1, "stride")
-            pd = [p.pad_h, p.pad_w] if p.HasField("pad_h") else _rep(p.pad, n, 0, "pad")
-            d = _rep(p.dilation, n, 1, "dilation")
-        except ValueError as e:
-            raise self.err(str(e)) from None
-        self.n = n
-        self.kernel, self.stride, self.pad, self.dil = tuple(k), tuple(s), tuple(pd), tuple(d)
-        self.group = p.group
-        c, o = x[1], p.num_output
-        if c % self.group or o % self.group:
-            raise self.err("channels and num_output must be divisible by group")
-        self.add_blob((c, o // self.group) + self.kernel if self.deconv
-                      else (o, c // self.group) + self.kernel)
-        self.bias_term = p.bias_term
-        if self.bias_term:
-            self.add_blob((o,))
-
-    def forward(self, x):
-        w = self.blobs[0]
-        b = self.blobs[1] if self.bias_term else None
-        if self.deconv:
-            fn = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[self.n - 1]
-            return [fn(x, w, b, self.stride, self.pad, 0, self.group, self.dil)]
-        fn = (F.conv1d, F.conv2d, F.conv3d)[self.n - 1]
-        return [fn(x, w, b, self.stride, self.pad, self.dil, self.group)]
+            fn = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[n - 1]
+            return [fn(x, w, b, g.stride, g.pad, 0, self.group, g.dilation)]
+        fn = (F.conv1d, F.conv2d, F.conv3d)[n - 1]
+        return [fn(x, w, b, g.stride, g.pad, g.dilation, self.group)]
 
 
 @register("InnerProduct")
 class InnerProduct(CaffeLayer):
     def setup(self, bottom_shapes):
-        p = self.lp.inner_product_param
-        x = bottom_shapes[0]
-        self.axis = p.axis % len(x)
-        k = int(np.prod(x[self.axis:]))
-        self.transpose = p.transpose
-        self.add_blob((k, p.num_output) if p.transpose else (p.num_output, k))
-        self.bias_term = p.bias_term
-        if p.bias_term:
-            self.add_blob((p.num_output,))
+        spec = SPECS["InnerProduct"]
+        x = tuple(bottom_shapes[0])
+        r = spec.resolve(self.lp, x)
+        self.axis = spec.axis(self.lp, x)
+        self.transpose = spec.param(self.lp).transpose
+        for shape in r.param_shapes:
+            self.add_blob(shape)
+        self.bias_term = len(r.param_shapes) > 1
 
     def forward(self, x):
         x2 = x.flatten(self.axis)
@@ -198,31 +131,19 @@ class InnerProduct(CaffeLayer):
 
 
 # --------------------------------------------------------------------------- pooling
-def caffe_pooled_size(n, k, s, p, ceil_mode=True, always_clip=True):
-    out = (math.ceil if ceil_mode else math.floor)((n + 2 * p - k) / s) + 1
-    if (always_clip or p > 0) and (out - 1) * s >= n + p:
-        out -= 1
-    return out
-
-
-def torch_pooled_size(n, k, s, p, ceil_mode=True):
-    out = (math.ceil if ceil_mode else math.floor)((n + 2 * p - k) / s) + 1
-    if ceil_mode and (out - 1) * s >= n + p:
-        out -= 1
-    return out
-
-
 def caffe_pool(x, pool, kernel, stride, pad, out_sizes):
     """Caffe pooling over the trailing len(kernel) axes, with Caffe's output sizes.
 
     MAX: over the window clipped to the input (padding never wins; first maximum).
     AVE: sum over the window clipped to the input, divided by the window clipped to
-    in + pad (Caffe's rule). Uses torch's pooling when its geometry is the same.
+    in + pad (Caffe's rule). Uses torch's pooling when its geometry is the same (torch's
+    ceil_mode sizes follow models.layerspec.pooled_size with the clip).
     """
     n = len(kernel)
     ins = x.shape[-n:]
-    native = all(p <= k // 2 for p, k in zip(pad, kernel)) and all(
-        torch_pooled_size(i, k, s, p) == o for i, k, s, p, o in zip(ins, kernel, stride, pad, out_sizes))
+    # torch's pooling needs pad <= kernel / 2 and (avg_pool3d) an input no smaller than the kernel
+    native = all(p <= k // 2 and i >= k and pooled_size(i, k, s, p) == o
+                 for i, k, s, p, o in zip(ins, kernel, stride, pad, out_sizes))
     if pool == "MAX":
         fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[n - 1]
         if native:
@@ -255,62 +176,27 @@ def caffe_pool(x, pool, kernel, stride, pad, out_sizes):
     return y / div
 
 
-@register("Pooling3D")
-class Pool3D(CaffeLayer):
+@register("Pooling3D", "Pooling")
+class Pool(CaffeLayer):
+    """Pooling3D (C3D-v1.1) and 2D Pooling, MAX and AVE: window and output sizes from the
+    layer's spec, for each new input size (Caffe's Reshape)."""
+
     def setup(self, bottom_shapes):
-        if not self.lp.HasField("pooling3d_param"):
-            raise self.err("needs pooling3d_param")
-        p = self.lp.pooling3d_param
-        if p.pool not in (0, 1):
-            raise self.err("Pooling3D supports MAX and AVE only")
-        if not (p.kernel_size > 0 and p.kernel_depth > 0):
-            raise self.err("kernel_size and kernel_depth must be > 0")
-        self.pool = "MAX" if p.pool == 0 else "AVE"
-        self.kernel = (p.kernel_depth, p.kernel_size, p.kernel_size)
-        self.stride = (p.temporal_stride, p.stride, p.stride)
-        self.pad = (p.temporal_pad, p.pad, p.pad)
-        if any(pd >= k for pd, k in zip(self.pad, self.kernel)):
-            raise self.err("pad must be smaller than the kernel")
-        if len(bottom_shapes[0]) != 5:
-            raise self.err(f"needs a 5D (N,C,L,H,W) input, got {tuple(bottom_shapes[0])}")
+        self._reshape(tuple(bottom_shapes[0]))
+        pool = SPECS[self.ltype].param(self.lp).pool
+        if pool not in (MAX, AVE):
+            raise self.err("the torch runtime supports MAX and AVE pooling only")
+        self.pool = "MAX" if pool == MAX else "AVE"
+
+    def _reshape(self, shape):
+        r = SPECS[self.ltype].resolve(self.lp, shape)
+        self.kernel, self.stride, self.pad = r.geometry.kernel, r.geometry.stride, r.geometry.pad
+        self.in_sizes, self.out_sizes = shape[2:], r.top[2:]
 
     def forward(self, x):
-        ins = x.shape[2:]
-        for i, k, p in zip(ins, self.kernel, self.pad):
-            if i + 2 * p < k:
-                raise self.err(f"input {tuple(x.shape)} is smaller than its kernel")
-        outs = [caffe_pooled_size(i, k, s, p, True, True)
-                for i, k, s, p in zip(ins, self.kernel, self.stride, self.pad)]
-        return [caffe_pool(x, self.pool, self.kernel, self.stride, self.pad, outs)]
-
-
-@register("Pooling")
-class Pool2D(CaffeLayer):
-    def setup(self, bottom_shapes):
-        p = self.lp.pooling_param
-        if p.pool not in (0, 1):
-            raise self.err("only MAX and AVE pooling are supported")
-        self.pool = "MAX" if p.pool == 0 else "AVE"
-        if len(bottom_shapes[0]) != 4:
-            raise self.err("Pooling is 2D in Caffe (4 axes); use Pooling3D for 5D blobs")
-        self.global_pooling = p.global_pooling
-        if p.HasField("kernel_h") or p.HasField("kernel_w"):
-            k = (p.kernel_h, p.kernel_w)
-        elif p.global_pooling:
-            k = (0, 0)
-        else:
-            k = (p.kernel_size, p.kernel_size)
-        self.kernel = k
-        self.stride = (p.stride_h, p.stride_w) if p.HasField("stride_h") else (p.stride, p.stride)
-        self.pad = (p.pad_h, p.pad_w) if p.HasField("pad_h") else (p.pad, p.pad)
-        self.ceil_mode = p.ceil_mode if hasattr(p, "ceil_mode") else True
-
-    def forward(self, x):
-        kernel = tuple(x.shape[2:]) if self.global_pooling else self.kernel
-        always = False
-        outs = [caffe_pooled_size(i, k, s, p, self.ceil_mode, always)
-                for i, k, s, p in zip(x.shape[2:], kernel, self.stride, self.pad)]
-        return [caffe_pool(x, self.pool, kernel, self.stride, self.pad, outs)]
+        if tuple(x.shape[2:]) != self.in_sizes:
+            self._reshape(tuple(x.shape))
+        return [caffe_pool(x, self.pool, self.kernel, self.stride, self.pad, self.out_sizes)]
 
 
 # --------------------------------------------------------------------------- elementwise
@@ -515,7 +401,8 @@ class Accuracy(CaffeLayer):
         inner = int(np.prod(x.shape[axis + 1:]))
         x3 = x.detach().reshape(outer, k, inner)
         lab = label.detach().reshape(outer, inner).to(torch.int64)
-        valid = lab != p.ignore_label if p.HasField("ignore_label") else torch.ones_like(lab, dtype=torch.bool)
+        valid = (lab != p.ignore_label if p.HasField("ignore_label")
+                 else torch.ones_like(lab, dtype=torch.bool))
         top = x3.topk(p.top_k, dim=1).indices
         hit = (top == lab.unsqueeze(1)).any(1) & valid
         return [(hit.sum().float() / valid.sum().clamp(min=1).float()).reshape(())]

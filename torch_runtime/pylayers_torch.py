@@ -12,11 +12,12 @@ Python layers without bottoms are data layers: the net takes their tops from the
 from __future__ import annotations
 
 import importlib
-import json
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from models.layerspec import PYTHON_SPECS, trilinear_size
 
 from .layers import CaffeLayer, register
 
@@ -142,28 +143,33 @@ class NumpyPythonLayer(CaffeLayer):
 
 
 # --------------------------------------------------------------------------- native ones
-def _json(lp):
-    s = lp.python_param.param_str
-    return json.loads(s) if s and s.strip() else {}
-
-
-class HuberLoss(CaffeLayer):
-    """models.pylayers.HuberLoss: Σ H(p − t) / N; gradient clip(p − t, −1, 1) / N."""
+class _NativePython(CaffeLayer):
+    """A models.pylayers layer in torch: param_str and top shapes from its spec
+    (models.layerspec.PYTHON_SPECS), so both engines accept and reject the same params."""
     is_loss = False   # Python layers get a loss weight only from the prototxt, as in Caffe
 
     def setup(self, bottom_shapes):
-        self.variant = _json(self.lp).get("variant", "paper")
+        spec = PYTHON_SPECS[self.lp.python_param.layer]
+        try:
+            self.p = spec.parse(self.lp.python_param.param_str)
+            spec.shapes(self.p, [tuple(s) for s in bottom_shapes])
+        except ValueError as e:
+            raise self.err(str(e)) from None
+
+
+class HuberLoss(_NativePython):
+    """models.pylayers.HuberLoss: Σ H(p − t) / N; gradient clip(p − t, −1, 1) / N."""
 
     def forward(self, p, t):
         d = p - t.reshape(p.shape)
         a = d.abs()
-        big = a - 0.5 if self.variant == "standard" else a
+        big = a - 0.5 if self.p["variant"] == "standard" else a
         v = torch.where(a <= 1, 0.5 * d * d, big)
         # value from H, gradient clip(d) (also at |d| > 1 where 'paper' H has slope sign(d))
         return [(v.sum() / p.shape[0]).reshape(())]
 
 
-class ClippedEuclideanLoss(CaffeLayer):
+class ClippedEuclideanLoss(_NativePython):
     """models.pylayers.ClippedEuclideanLoss: value Σ clip(d)² / count, gradient clip(d) / N."""
 
     def forward(self, p, t):
@@ -174,36 +180,15 @@ class ClippedEuclideanLoss(CaffeLayer):
         return [(value + surrogate - surrogate.detach()).reshape(())]
 
 
-class TrilinearUpsample(CaffeLayer):
+class TrilinearUpsample(_NativePython):
     """models.pylayers.TrilinearUpsample: fixed trilinear interpolation (no gradient to ref)."""
 
-    def setup(self, bottom_shapes):
-        p = _json(self.lp)
-        allowed = {"factor", "size", "align_corners"}
-        if set(p) - allowed:
-            raise self.err(f"unknown param(s) {sorted(set(p) - allowed)}")
-        self.factor = p.get("factor")
-        self.size = p.get("size")
-        self.align = bool(p.get("align_corners", False))
-        ways = (self.factor is not None) + (self.size is not None) + (len(bottom_shapes) > 1)
-        if ways != 1:
-            raise self.err("give exactly one of factor, size or a second (reference) bottom")
-        if len(bottom_shapes[0]) != 5:
-            raise self.err(f"needs a 5D input (N,C,L,H,W), got {tuple(bottom_shapes[0])}")
-
     def forward(self, x, ref=None):
-        if self.factor is not None:
-            f = [self.factor] * 3 if isinstance(self.factor, int) else list(self.factor)
-            out = [int(a * b) for a, b in zip(x.shape[2:], f)]
-        elif self.size is not None:
-            out = [int(v) for v in self.size]
-        else:
-            out = list(ref.shape[-3:])
-        if x.device.type == "meta":
-            return [x.new_empty(tuple(x.shape[:2]) + tuple(out))]
-        if list(x.shape[2:]) == out and not self.align:
+        out = list(trilinear_size(self.p, [x.shape] + ([] if ref is None else [ref.shape])))
+        align = bool(self.p["align_corners"])
+        if list(x.shape[2:]) == out and not align:
             return [x + 0]
-        return [F.interpolate(x, size=out, mode="trilinear", align_corners=self.align)]
+        return [F.interpolate(x, size=out, mode="trilinear", align_corners=align)]
 
 
 NATIVE = {("models.pylayers", "HuberLoss"): HuberLoss,
