@@ -20,10 +20,10 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
 from models import shapes
+from models.schedule import POLICIES
 from models.engine import cuda_build, layer_types, pb2
 from models.layerspec import SPECS, LayerSpecError
 
-LR_POLICIES = {"fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid"}
 SOLVER_TYPES = {"SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"}
 
 
@@ -151,8 +151,8 @@ def validate_solver_file(path, check_nets: bool = True):
         if s.HasField("net_param") or s.HasField("train_net_param"):
             raise _err(path, "inline net_param is not supported here; name a net file")
         raise _err(path, "names no net (set `net:` or `train_net:`)")
-    if s.lr_policy and s.lr_policy not in LR_POLICIES:
-        raise _err(path, f"unknown lr_policy '{s.lr_policy}' (one of {sorted(LR_POLICIES)})")
+    if s.lr_policy not in POLICIES:  # Caffe aborts on an empty one too
+        raise _err(path, f"unknown lr_policy '{s.lr_policy}' (one of {', '.join(POLICIES)})")
     if s.lr_policy == "step" and s.stepsize <= 0:
         raise _err(path, "lr_policy step needs stepsize > 0")
     if s.lr_policy == "multistep" and not len(s.stepvalue):

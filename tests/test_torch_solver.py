@@ -12,7 +12,6 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch runtime tests need torch==2.13.0 (make setup-torch)")
 
 from torch_runtime import TorchNet, load_caffemodel  # noqa: E402
-from torch_runtime.solver import learning_rate, read_solver_param  # noqa: E402
 from torch_runtime.train import Trainer  # noqa: E402
 
 DATA_LAYER = '''
@@ -134,18 +133,17 @@ def test_clip_gradients_and_nesterov(caffe, data_module):
     assert max(r[2] for r in rows if not r[0].startswith("frozen")) < 1e-3, rows
 
 
-def test_learning_rate_policies_match_caffe_formulas(tmp_path):
-    p = tmp_path / "s.prototxt"
-    p.write_text('base_lr: 0.01 lr_policy: "multistep" gamma: 0.1 stepvalue: 3 stepvalue: 6 max_iter: 10')
-    sp = read_solver_param(p)
-    assert [round(learning_rate(sp, i) / 0.01, 6) for i in (0, 2, 3, 5, 6, 9)] == [1, 1, 0.1, 0.1, 0.01, 0.01]
-    sp.lr_policy, sp.stepsize, sp.gamma = "step", 4, 0.5
-    assert learning_rate(sp, 7) == pytest.approx(0.005)
-    sp.lr_policy, sp.power = "poly", 2.0
-    assert learning_rate(sp, 5) == pytest.approx(0.01 * 0.25)
-    sp.lr_policy = "nope"
-    with pytest.raises(ValueError, match="nope"):
-        learning_rate(sp, 1)
+def test_fillers_follow_the_prototxt(data_module):
+    """Without weights the Trainer starts as Caffe does, from the layers' fillers (gaussian
+    std 0.2, constant 0.1 here); the solver's random_seed makes it repeatable."""
+    solver_path = write_solver(data_module, "fixed", extra="random_seed: 5")
+    a, b = (Trainer(solver_path, log=lambda *a: None) for _ in range(2))
+    w, bias = (p.detach() for p in a.net.params["conv1"])
+    assert float(w.std()) == pytest.approx(0.2, rel=0.15) and abs(float(w.mean())) < 0.03
+    assert torch.equal(bias, torch.full_like(bias, 0.1))
+    for name, blobs in a.net.params.items():
+        for p, q in zip(blobs, b.net.params[name]):
+            assert torch.equal(p, q), name
 
 
 def test_snapshot_loads_in_caffe_and_resumes(caffe, data_module):
@@ -181,7 +179,7 @@ def test_net_from_solver_loads_caffemodel(caffe, data_module):
 
 
 def _tiny_seg_db(path, n_videos=3, L=8, H=20, W=20):
-    from data_prep.db import ClipWriter  # noqa: PLC0415
+    from data_prep.db import ClipWriter
     rng = np.random.default_rng(5)
     w = ClipWriter(path, {"frames": ((3, L, H, W), "uint8"), "label": ((1, L, H, W), "uint8")})
     for u in range(n_videos):
@@ -210,7 +208,8 @@ def test_clip_data_layer_training_matches_pycaffe(caffe, tmp_path, monkeypatch):
                          "seed": 11, "prefetch": 1})
         net = NET.split("layer {", 2)
         text = ('name: "clip"\nlayer { name: "data" type: "Python" top: "data" top: "label" '
-                f"python_param {{ module: \"data_prep.layers\" layer: \"ClipDataLayer\" param_str: '{ps}' }} }}\n"
+                'python_param { module: "data_prep.layers" layer: "ClipDataLayer" '
+                f"param_str: '{ps}' }} }}\n"
                 "layer {" + net[2])
         (tmp_path / f"net{tag}.prototxt").write_text(text)
         (tmp_path / f"solver{tag}.prototxt").write_text(
@@ -236,7 +235,8 @@ def test_clip_data_layer_training_matches_pycaffe(caffe, tmp_path, monkeypatch):
 
 
 def test_test_pass_matches_caffe_test_net(caffe, data_module):
-    solver_path = write_solver(data_module, "fixed", extra="test_iter: 3\ntest_interval: 100\ntest_initialization: false")
+    solver_path = write_solver(data_module, "fixed",
+                               extra="test_iter: 3\ntest_interval: 100\ntest_initialization: false")
     cs = caffe.get_solver(str(solver_path))
     cs.net.save(str(data_module / "w0.caffemodel"))
     tn = cs.test_nets[0]
@@ -253,7 +253,7 @@ def test_test_pass_matches_caffe_test_net(caffe, data_module):
 def test_channels_last_bf16_and_compile_paths_on_cpu(caffe, data_module):
     """The GPU options run on CPU too: channels_last_3d training is exact; bf16 autocast is
     close; torch.compile gives the eager result."""
-    from torch_runtime.runtime import RunOptions  # noqa: PLC0415
+    from torch_runtime.runtime import RunOptions
     solver_path = write_solver(data_module, "step")
     cs = caffe.get_solver(str(solver_path))
     cs.net.save(str(data_module / "w0.caffemodel"))
@@ -264,7 +264,8 @@ def test_channels_last_bf16_and_compile_paths_on_cpu(caffe, data_module):
                      opts=RunOptions(device="cpu", **kw))
         tr.feed.prefetch = 0
         losses = tr.step(3)
-        return losses, {k: [p.detach().float().contiguous().numpy() for p in v] for k, v in tr.net.params.items()}
+        return losses, {k: [p.detach().float().contiguous().numpy() for p in v]
+                        for k, v in tr.net.params.items()}
 
     ref_l, ref_w = train()
     cl_l, cl_w = train(channels_last=True)

@@ -1,23 +1,43 @@
-"""Train any of our solvers through pycaffe — one tool for every net and table row.
+"""Train any of our solvers, with Caffe (pycaffe) or the PyTorch runtime — one tool, one
+behaviour for both engines.
 
-    python -m tools.train --solver prototxt/seg_solver.prototxt --weights data/c3d.caffemodel
-    python -m tools.train --solver prototxt/flow_solver.prototxt --out runs/flow --max-iter 2000
+    python -m tools.train --solver prototxt/seg_solver.prototxt --weights data/c3d/c3d_sport1m.caffemodel
+    python -m tools.train --solver prototxt/flow_solver.prototxt --engine torch --gpus 4
+    V2V_MAX_ITER=2 python -m tools.train --solver prototxt/flow_solver.prototxt    # a smoke run
 
-What it adds to `caffe train` (which keeps working unchanged):
+What it adds to `caffe train` (which keeps working unchanged, from the repo root):
 - runs from any directory: the solver's net paths are resolved (current directory first,
-  then the repo root) and an effective solver with absolute paths is written to the
-  output folder (``runs/<solver name>`` by default) — the exact file that was trained;
+  then the repo root, data/ and runs/ relocated by $V2V_DATA / $V2V_RUNS) and an
+  effective solver with absolute paths is written to the output folder — the exact file
+  that was trained;
+- the output folder is the run folder named by the solver's ``snapshot_prefix``
+  (``runs/<net>`` under $V2V_RUNS when set; ``--out`` to change it); snapshots go to
+  ``<out>/snapshots/<net>_iter_N.caffemodel`` (+ ``.solverstate``), the files
+  `caffe train` writes from the repo root;
 - validates the solver, nets and weights first (models/validate.py): clear errors;
-- ``--weights`` (e.g. converted C3D weights) copied by layer name, with a report of what
-  was copied; nets trained from scratch in the paper (flow, colour, "-0" rows) need none;
-- a progress bar with loss and learning rate; a CSV log; a training-curve PNG;
+- ``--weights`` (e.g. converted C3D weights, or a run folder: its newest snapshot) copied
+  by layer name, with a report of what was copied; nets trained from scratch in the paper
+  (flow, colour, "-0" rows) need none: both engines start from the prototxt's fillers;
+- a progress bar (or a line every ``--log-every`` iterations without a terminal),
+  ``train_log.csv`` (iter,loss,lr,seconds), ``test_log.csv``, ``curve.png``, ``train.log``
+  and ``summary.json`` in the output folder;
 - snapshots at the solver's ``snapshot`` interval, on Ctrl-C / SIGTERM and at the end; a
-  second run with the same output folder resumes from the newest ``.solverstate``
-  (data layers are told the iteration through V2V_START_ITER, so the loss curve
-  continues as if never stopped);
+  second run with the same output folder resumes from the newest ``.solverstate`` (of
+  either engine; ``--fresh`` starts over): the data layers continue their stream, so the
+  loss curve continues as if never stopped;
 - stops on a NaN/inf loss with a message saying where and what to try;
-- its own test passes every ``test_interval`` (Caffe's are silent with glog quiet),
-  logged to test_log.csv.
+- its own test passes every ``test_interval`` (test_iter batches), logged to test_log.csv.
+
+Engines: ``--engine caffe`` (default) steps pycaffe's solver on the CPU; ``--engine torch``
+steps torch_runtime's Trainer (Caffe's SGD semantics; GPU when visible, bf16 autocast and
+channels_last_3d there unless ``--precision fp32`` / ``--no-channels-last``) and with
+``--gpus N`` starts N DDP ranks through torchrun (``torchrun ... -m tools.train --engine
+torch`` works too); the effective batch is then N × batch × iter_size.
+
+Environment: ``V2V_MAX_ITER=N`` caps max_iter (and the snapshot interval) at N without
+editing the solver, for smoke runs of the real commands.
+
+Exit status: 0 done, 2 bad input, 3 NaN/inf loss, 130 interrupted (snapshot written).
 """
 from __future__ import annotations
 
@@ -29,90 +49,100 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
 
 from models import validate
 from models.engine import caffe, pb2
-from models.paths import RUNS, resolve_repo_path
+from models.paper import SINTEL_3FOLD
+from models.caffe_cli import max_iter_cap
+from models.paths import RUNS, resolve_repo_path, resolve_weights, snapshot_iter, user_path
+from models.schedule import learning_rate
+
+TORCH_OPTIONS = ("device", "precision", "no_channels_last", "compile")
 
 
-class TrainError(RuntimeError):
-    pass
+class TrainError(ValueError):
+    """Bad input found by this tool (exit status 2)."""
 
 
-# ------------------------------------------------------------------ solver helpers
-def lr_at(sp, it: int) -> float:
-    """Caffe's SGDSolver::GetLearningRate for iteration ``it``."""
-    p, base = sp.lr_policy or "fixed", sp.base_lr
-    if p == "fixed":
-        return base
-    if p == "step":
-        return base * sp.gamma ** (it // sp.stepsize)
-    if p == "exp":
-        return base * sp.gamma ** it
-    if p == "inv":
-        return base * (1 + sp.gamma * it) ** (-sp.power)
-    if p == "multistep":
-        return base * sp.gamma ** sum(1 for v in sp.stepvalue if it >= v)
-    if p == "poly":
-        return base * (1 - it / sp.max_iter) ** sp.power
-    if p == "sigmoid":
-        return base / (1 + math.exp(-sp.gamma * (it - sp.stepsize)))
-    raise TrainError(f"unknown lr_policy {p}")
+class LossNotFinite(RuntimeError):
+    """The training loss became NaN or infinite (exit status 3)."""
 
 
+# ------------------------------------------------------------------ the run folder
 def resolve(path: str, solver_path: Path) -> Path:
-    """A path named in a solver or on the command line: the current directory, then the
-    repo root (data/... under $V2V_DATA when set), then the solver's folder."""
-    p = Path(path)
-    if p.is_absolute():
-        return p
-    for cand in (Path.cwd() / p, resolve_repo_path(p), solver_path.parent / p):
-        if cand.exists():
-            return cand.resolve()
-    return resolve_repo_path(p).resolve()
+    """A net path named in a solver: the current directory, then the repo root (data/ and
+    runs/ relocated), then the solver's folder."""
+    p, beside = user_path(path), solver_path.parent / path
+    return beside.resolve() if not p.exists() and beside.exists() else p
 
 
-def effective_solver(solver_path: Path, out: Path, max_iter: int | None, snapshot: int | None):
-    """Read the solver, make its paths absolute, move snapshots into ``out``; write it."""
+def net_name(sp, solver_path: Path) -> str:
+    """The run's name: the last part of the solver's snapshot_prefix (runs/<net>/snapshots/<net>)."""
+    return Path(sp.snapshot_prefix).name if sp.snapshot_prefix else solver_path.stem.removesuffix("_solver")
+
+
+def apply_limits(sp, max_iter: int | None, snapshot: int | None) -> None:
+    if max_iter is not None:
+        sp.max_iter = max_iter
+    if snapshot is not None:
+        sp.snapshot = snapshot
+    cap = max_iter_cap()  # V2V_MAX_ITER, as the caffe wrapper reads it
+    if cap is not None:
+        sp.max_iter = min(sp.max_iter, cap)
+        sp.snapshot = min(sp.snapshot, cap) if sp.snapshot else 0
+
+
+@dataclass
+class Run:
+    """One training run: the solver as given, the effective one, and where things go."""
+    solver_path: Path
+    out: Path
+    name: str
+    sp: object          # the effective SolverParameter
+    eff: Path           # ... written here (by rank 0)
+    test_every: int     # the solver's test_interval (0: no test passes)
+    main: bool          # rank 0 (always, except for the other DDP ranks)
+
+    def weights_file(self, it: int) -> Path:
+        return Path(f"{self.sp.snapshot_prefix}_iter_{it}.caffemodel")
+
+
+def prepare(solver_path: Path, out, max_iter=None, snapshot=None) -> Run:
+    """Read and validate the solver; make its paths absolute, snapshots under ``out``."""
     sp = validate.load_solver(solver_path)
-    orig = pb2().SolverParameter()
-    orig.CopyFrom(sp)
+    name = net_name(sp, solver_path)
+    out = (Path(out) if out else RUNS / name).resolve()
+    test_every = sp.test_interval if len(sp.test_iter) else 0
     for f in ("net", "train_net"):
         if getattr(sp, f):
             setattr(sp, f, str(resolve(getattr(sp, f), solver_path)))
     tn = [str(resolve(t, solver_path)) for t in sp.test_net]
     del sp.test_net[:]
     sp.test_net.extend(tn)
-    sp.snapshot_prefix = str(out / "snapshots" / solver_path.stem.replace("_solver", ""))
-    if max_iter is not None:
-        sp.max_iter = max_iter
-    if snapshot is not None:
-        sp.snapshot = snapshot
-    # We run the test passes ourselves (Caffe's go to a silenced glog).
+    sp.snapshot_prefix = str(out / "snapshots" / name)
+    apply_limits(sp, max_iter, snapshot)
+    # The test passes and the display are ours, the same for both engines.
     sp.test_interval = sp.max_iter + 1
     sp.test_initialization = False
     sp.display = 0
     sp.solver_mode = pb2().SolverParameter.CPU
-    eff = out / "solver.prototxt"
-    eff.write_text(f"# effective solver written by tools.train from {solver_path}\n"
-                   + text_format.MessageToString(sp))
-    return sp, orig, eff
+    run = Run(solver_path, out, name, sp, out / "solver.prototxt", test_every,
+              int(os.environ.get("RANK", "0")) == 0)
+    if run.main:
+        (out / "snapshots").mkdir(parents=True, exist_ok=True)
+        run.eff.write_text(f"# effective solver written by tools.train from {solver_path}\n"
+                           + text_format.MessageToString(sp))
+        validate.validate_solver_file(run.eff)
+    return run
 
 
 def latest_state(out: Path) -> Path | None:
-    states = list((out / "snapshots").glob("*.solverstate"))
-    if not states:
-        return None
-
-    def it(p):
-        try:
-            return int(p.stem.rsplit("_iter_", 1)[1])
-        except (IndexError, ValueError):
-            return -1
-    return max(states, key=it)
+    """The newest .solverstate in ``out``/snapshots (by iteration)."""
+    return max((out / "snapshots").glob("*.solverstate"), key=snapshot_iter, default=None)
 
 
 def state_iter(path: Path) -> int:
@@ -121,41 +151,216 @@ def state_iter(path: Path) -> int:
     return st.iter
 
 
-def copy_weights(net, weights: list[str], net_path: str, log) -> None:
+def start_over(out: Path) -> None:
+    """--fresh: delete the snapshots and logs of an earlier run in ``out``."""
+    for p in list((out / "snapshots").glob("*")) + [out / "train_log.csv", out / "test_log.csv"]:
+        p.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ the two engines
+class CaffeEngine:
+    """pycaffe's solver (Caffe's own SGD), on the CPU."""
+    main = True
+
+    def __init__(self, run: Run, state: Path | None, log):
+        os.environ["V2V_START_ITER"] = str(state_iter(state) * max(run.sp.iter_size, 1) if state else 0)
+        cf = caffe()
+        if run.sp.random_seed >= 0:
+            cf.set_random_seed(run.sp.random_seed)
+        try:
+            self.solver = cf.get_solver(str(run.eff))
+        finally:
+            os.environ.pop("V2V_START_ITER", None)  # read once by the data layers' setup
+        self.sp = run.sp
+        self.describe = "caffe (pycaffe, CPU)"
+        if state:
+            self.solver.restore(str(state))
+            log(f"resumed from {state} at iteration {self.iter}")
+
+    @property
+    def iter(self) -> int:
+        return self.solver.iter
+
+    def step(self) -> float:
+        self.solver.step(1)
+        net = self.solver.net
+        return float(sum(float(net.blobs[b].data.sum()) for b in net.outputs
+                         if net.blobs[b].data.size == 1))
+
+    def test(self) -> dict:
+        """Test passes as Caffe's Solver::Test: the test net shares the current weights."""
+        net, n = self.solver.test_nets[0], self.sp.test_iter[0]
+        net.share_with(self.solver.net)
+        acc: dict[str, float] = {}
+        for _ in range(n):
+            net.forward()
+            for b in net.outputs:
+                acc[b] = acc.get(b, 0.0) + float(net.blobs[b].data.mean())
+        return {k: v / n for k, v in acc.items()}
+
+    def snapshot(self) -> None:
+        self.solver.snapshot()
+
+    def param_names(self) -> set[str]:
+        return set(self.solver.net.params.keys())
+
+    def load_weights(self, path: str) -> None:
+        self.solver.net.copy_from(path)
+
+    def any_rank(self, flag: bool) -> bool:
+        return flag
+
+    def finish(self) -> None:
+        pass
+
+
+class TorchEngine:
+    """torch_runtime's Trainer (Caffe's SGD semantics); one DDP rank under torchrun."""
+
+    def __init__(self, run: Run, state: Path | None, log, options: dict):
+        import torch
+
+        from torch_runtime.runtime import RunOptions
+        from torch_runtime.train import Trainer
+        device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        cuda = device.startswith("cuda")
+        opts = RunOptions(device=device, precision=options.get("precision") or ("bf16" if cuda else "fp32"),
+                          channels_last=cuda and not options.get("no_channels_last"),
+                          compile=bool(options.get("compile")))
+        self.tr = Trainer(run.sp, opts=opts, log=log, resume=state)
+        self.main = self.tr.rank == 0
+        self.describe = (f"torch on {opts.device} ×{self.tr.world}, {opts.precision}"
+                         + (", channels_last" if opts.channels_last else "")
+                         + (", compiled" if opts.compile else ""))
+
+    @property
+    def iter(self) -> int:
+        return self.tr.iter
+
+    def step(self) -> float:
+        return self.tr.step(1)[0]
+
+    def test(self) -> dict:
+        return self.tr.test()
+
+    def snapshot(self) -> None:
+        self.tr.snapshot()
+
+    def param_names(self) -> set[str]:
+        return set(self.tr.net.params.keys())
+
+    def load_weights(self, path: str) -> None:
+        self.tr.load_weights(path)
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when it is on one (so that all ranks stop together)."""
+        if self.tr.world == 1:
+            return flag
+        import torch
+        import torch.distributed as dist
+        t = torch.tensor([int(flag)], device=self.tr.opts.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def finish(self) -> None:
+        if self.tr.world > 1:
+            self.tr.check_ranks_in_sync()
+
+
+def start_engine(engine: str, run: Run, state, log, options: dict):
+    if engine == "caffe":
+        return CaffeEngine(run, state, log)
+    try:
+        return TorchEngine(run, state, log, options)
+    except (ImportError, OSError) as e:  # torch missing; a file a data layer needs
+        raise TrainError(str(e)) from e
+
+
+def copy_weights(engine, weights: list[str], net_path: str, log) -> None:
+    """Validate each caffemodel against the net, copy it by layer name, report what it gave."""
     net_param = validate.load_net(net_path)
+    have = engine.param_names()
     for w in weights:
         validate.validate_weights(w, net_param, net_path)
         model = pb2().NetParameter()
         model.ParseFromString(Path(w).read_bytes())
         src = {layer.name for layer in model.layer if len(layer.blobs)}
-        have = set(net.params.keys())
-        net.copy_from(str(w))
+        engine.load_weights(w)
         copied = sorted(have & src)
         log(f"weights {w}: copied {len(copied)} layers ({', '.join(copied)}); "
             f"{len(have - src)} layers keep their fillers"
             + (f"; {len(src - have)} layers in the file are not in the net" if src - have else ""))
 
 
-def loss_of(net) -> float:
-    return float(sum(float(net.blobs[b].data.sum()) for b in net.outputs
-                     if net.blobs[b].data.size == 1))
+# ------------------------------------------------------------------ what a run records
+def truncate_csv(path: Path, below: int) -> None:
+    """Keep the rows of an earlier run whose iteration is < ``below`` (a kill after the last
+    snapshot leaves rows the resumed run writes again)."""
+    if path.exists():
+        rows = path.read_text().splitlines()
+        path.write_text("\n".join(rows[:1] + [r for r in rows[1:] if int(r.split(",")[0]) < below]) + "\n")
 
 
-def run_test(solver, iters: int) -> dict:
-    net = solver.test_nets[0]
-    net.share_with(solver.net)  # as Caffe's Solver::Test: the test net uses the current weights
-    acc: dict[str, float] = {}
-    for _ in range(iters):
-        net.forward()
-        for b in net.outputs:
-            acc[b] = acc.get(b, 0.0) + float(net.blobs[b].data.mean())
-    return {k: v / iters for k, v in acc.items()}
+class Recorder:
+    """The progress bar or lines, train_log.csv, test_log.csv and train.log of a run; silent
+    on DDP ranks other than 0."""
+
+    def __init__(self, run: Run, quiet: bool, log_every: int):
+        self.run, self.quiet, self.log_every = run, quiet or not run.main, log_every
+        self.train_csv, self.test_csv = run.out / "train_log.csv", run.out / "test_log.csv"
+        self.t0, self.bar = time.time(), None
+
+    def log(self, msg: str) -> None:
+        if not self.run.main:
+            return
+        if not self.quiet:
+            print(f"[train] {msg}", flush=True)
+        with open(self.run.out / "train.log", "a") as f:
+            f.write(time.strftime("%H:%M:%S ") + msg + "\n")
+
+    def start(self, it: int) -> None:
+        """Open the CSV log at iteration ``it`` (dropping later rows) and the progress bar."""
+        from tqdm import tqdm
+        if self.run.main:
+            truncate_csv(self.train_csv, it)
+            truncate_csv(self.test_csv, it + 1)
+            if not self.train_csv.exists():
+                self.train_csv.write_text("iter,loss,lr,seconds\n")
+        self.bar = tqdm(total=self.run.sp.max_iter, initial=it, desc=self.run.name, unit="it",
+                        disable=self.quiet or not sys.stderr.isatty(), dynamic_ncols=True)
+
+    def row(self, it: int, loss: float, lr: float) -> None:
+        """One training iteration: a CSV row, the bar (or a line every log_every)."""
+        if not self.run.main:
+            return
+        secs = time.time() - self.t0
+        with open(self.train_csv, "a") as f:
+            f.write(f"{it},{loss:.6g},{lr:.6g},{secs:.2f}\n")
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2g}")
+        last = it + 1 == self.run.sp.max_iter
+        if self.bar.disable and not self.quiet and (it % self.log_every == 0 or last):
+            print(f"[train] iter {it:6d}  loss {loss:.5g}  lr {lr:.3g}  {secs:.0f}s", flush=True)
+
+    def test(self, it: int, res: dict) -> None:
+        if not self.run.main or not res:
+            return
+        new = not self.test_csv.exists()
+        with open(self.test_csv, "a") as f:
+            if new:
+                f.write("iter," + ",".join(res) + "\n")
+            f.write(f"{it}," + ",".join(f"{v:.6g}" for v in res.values()) + "\n")
+        self.log(f"test at {it}: " + ", ".join(f"{k}={v:.5g}" for k, v in res.items()))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def plot_curve(log_csv: Path, test_csv: Path, png: Path, title: str) -> None:
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
     rows = list(csv.DictReader(open(log_csv)))
     if not rows:
         return
@@ -184,132 +389,109 @@ def plot_curve(log_csv: Path, test_csv: Path, png: Path, title: str) -> None:
 
 
 # ------------------------------------------------------------------ the loop
-def train(solver_path, weights=None, out=None, max_iter=None, snapshot=None, fresh=False,
-          log_every=20, quiet=False) -> dict:
-    """Train; returns a summary dict. Raises TrainError / ValidationError on bad input."""
-    solver_path = Path(solver_path).resolve() if Path(solver_path).exists() else \
-        resolve(str(solver_path), Path.cwd())
-    if not solver_path.exists():
-        raise validate.ValidationError(f"{solver_path}: solver prototxt file not found")
-    out = Path(out) if out else RUNS / solver_path.stem.replace("_solver", "")
-    out = out.resolve()
-    (out / "snapshots").mkdir(parents=True, exist_ok=True)
-
-    def log(msg):
-        if not quiet:
-            print(f"[train] {msg}", flush=True)
-        with open(out / "train.log", "a") as f:
-            f.write(time.strftime("%H:%M:%S ") + msg + "\n")
-
-    sp, orig, eff = effective_solver(solver_path, out, max_iter, snapshot)
-    validate.validate_solver_file(eff)
-    state = None if fresh else latest_state(out)
-    if fresh:
-        for p in list((out / "snapshots").glob("*")) + [out / "train_log.csv", out / "test_log.csv"]:
-            p.unlink(missing_ok=True)
-    start = state_iter(state) if state else 0
-    os.environ["V2V_START_ITER"] = str(start * max(sp.iter_size, 1))
-    cf = caffe()
-    if sp.random_seed >= 0:
-        cf.set_random_seed(sp.random_seed)
-    try:
-        solver = cf.get_solver(str(eff))
-    finally:
-        os.environ.pop("V2V_START_ITER", None)  # read once by the data layers' setup
-    net_path = sp.net or sp.train_net
-    if state:
-        solver.restore(str(state))
-        log(f"resumed from {state} at iteration {solver.iter}")
-    elif weights:
-        copy_weights(solver.net, [str(resolve(w, solver_path)) for ws in weights for w in ws.split(",")],
-                     net_path, log)
-    else:
-        log("training from scratch (no --weights)")
-
-    log_csv, test_csv = out / "train_log.csv", out / "test_log.csv"
-    if not log_csv.exists():
-        log_csv.write_text("iter,loss,lr,seconds\n")
-    else:  # drop rows past the restored iteration (a kill after the last snapshot)
-        rows = log_csv.read_text().splitlines()
-        log_csv.write_text("\n".join([rows[0]] + [r for r in rows[1:]
-                                                  if int(r.split(",")[0]) < solver.iter]) + "\n")
-
+def loop(engine, run: Run, rec: Recorder) -> tuple[float, int | None]:
+    """Step to max_iter; returns (last loss, the signal that stopped it or None). Raises
+    LossNotFinite (no snapshot: the weights are spoilt) on a NaN/inf loss."""
     stop = {"sig": None}
 
     def on_signal(signum, frame):
         stop["sig"] = signum
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    from tqdm import tqdm  # noqa: PLC0415
-    bar = tqdm(total=sp.max_iter, initial=solver.iter, desc=solver_path.stem, unit="it",
-               disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
-    t0 = time.time()
-    last_loss = float("nan")
-    test_every = orig.test_interval if orig.test_interval > 0 and len(solver.test_nets) else 0
-    test_iters = orig.test_iter[0] if len(orig.test_iter) else 0
+    last = float("nan")
     try:
-        with open(log_csv, "a") as lf:
-            while solver.iter < sp.max_iter:
-                it = solver.iter
-                solver.step(1)
-                last_loss = loss_of(solver.net)
-                lr = lr_at(sp, it)
-                lf.write(f"{it},{last_loss:.6g},{lr:.6g},{time.time() - t0:.2f}\n")
-                lf.flush()
-                if not math.isfinite(last_loss):
-                    prev = latest_state(out)
-                    raise TrainError(
-                        f"loss is {last_loss} at iteration {it} (lr {lr:g}): training stopped. "
-                        f"Last good snapshot: {prev or 'none'}. Try a lower base_lr in "
-                        f"{solver_path}, or check the data (labels, flow scale, mean).")
-                bar.update(1)
-                bar.set_postfix(loss=f"{last_loss:.4g}", lr=f"{lr:.2g}")
-                if bar.disable and not quiet and (it % log_every == 0 or it + 1 == sp.max_iter):
-                    print(f"[train] iter {it:6d}  loss {last_loss:.5g}  lr {lr:.3g}  "
-                          f"{time.time() - t0:.0f}s", flush=True)
-                if test_every and test_iters and solver.iter % test_every == 0:
-                    res = run_test(solver, test_iters)
-                    new = not test_csv.exists()
-                    with open(test_csv, "a") as tf:
-                        if new:
-                            tf.write("iter," + ",".join(res) + "\n")
-                        tf.write(f"{solver.iter}," + ",".join(f"{v:.6g}" for v in res.values()) + "\n")
-                    log(f"test at {solver.iter}: " + ", ".join(f"{k}={v:.5g}" for k, v in res.items()))
-                if stop["sig"] is not None:
-                    break
+        while engine.iter < run.sp.max_iter:
+            it = engine.iter
+            last, lr = engine.step(), learning_rate(run.sp, it)
+            rec.row(it, last, lr)
+            if not math.isfinite(last):
+                raise LossNotFinite(
+                    f"loss is {last} at iteration {it} (lr {lr:g}): training stopped. Last good "
+                    f"snapshot: {latest_state(run.out) or 'none'}. Try a lower base_lr in "
+                    f"{run.solver_path}, or check the data (labels, flow scale, mean).")
+            if run.test_every and engine.iter % run.test_every == 0:
+                rec.test(engine.iter, engine.test())
+            if engine.any_rank(stop["sig"] is not None):
+                stop["sig"] = stop["sig"] or signal.SIGTERM  # stopped on another rank
+                break
     finally:
-        bar.close()
+        rec.close()
         for s, h in old.items():
             signal.signal(s, h)
-    if math.isfinite(last_loss) or solver.iter == start:
-        solver.snapshot()
-    final = Path(f"{sp.snapshot_prefix}_iter_{solver.iter}.caffemodel")
-    plot_curve(log_csv, test_csv, out / "curve.png", solver_path.stem)
-    summary = {"solver": str(solver_path), "effective_solver": str(eff), "iter": solver.iter,
-               "max_iter": sp.max_iter, "final_loss": last_loss, "weights": str(final),
-               "seconds": round(time.time() - t0, 1), "interrupted": stop["sig"] is not None,
-               "curve": str(out / "curve.png"), "log": str(log_csv)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    if stop["sig"] is not None:
-        log(f"stopped by signal {stop['sig']} at iteration {solver.iter}; snapshot written; "
-            f"run the same command again to resume")
+    return last, stop["sig"]
+
+
+def find_solver(solver) -> Path:
+    p = Path(solver)
+    p = p.resolve() if p.exists() else resolve(str(solver), Path.cwd())
+    if not p.exists():
+        raise validate.ValidationError(f"{p}: solver prototxt file not found")
+    return p
+
+
+def begin(engine_kind, run: Run, rec: Recorder, fresh: bool, weights, options: dict):
+    """Start the engine: from the newest snapshot in the run folder (resume), or from
+    ``weights``, or from the fillers."""
+    state = None if fresh else latest_state(run.out)
+    if fresh and run.main:
+        start_over(run.out)
+    engine = start_engine(engine_kind, run, state, rec.log, options)
+    rec.log(f"{run.solver_path} with {engine.describe}, to iteration {run.sp.max_iter}; output in {run.out}")
+    if state is None and weights:
+        files = [str(resolve_weights(w)) for ws in weights for w in ws.split(",")]
+        copy_weights(engine, files, run.sp.net or run.sp.train_net, rec.log)
+    elif state is None:
+        rec.log("training from scratch (no --weights)")
+    return engine
+
+
+def finish(engine, run: Run, rec: Recorder, last: float, sig, t0: float) -> dict:
+    """The final snapshot, the curve and summary.json; returns the summary."""
+    engine.finish()
+    engine.snapshot()
+    final = run.weights_file(engine.iter)
+    summary = {"solver": str(run.solver_path), "effective_solver": str(run.eff), "iter": engine.iter,
+               "max_iter": run.sp.max_iter, "final_loss": last, "weights": str(final),
+               "seconds": round(time.time() - t0, 1), "interrupted": sig is not None,
+               "curve": str(run.out / "curve.png"), "log": str(rec.train_csv)}
+    if not run.main:
+        return summary
+    plot_curve(rec.train_csv, rec.test_csv, run.out / "curve.png", run.solver_path.stem)
+    (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if sig is not None:
+        rec.log(f"stopped by signal {sig} at iteration {engine.iter}; snapshot written; "
+                f"run the same command again to resume")
     else:
-        log(f"done: {solver.iter} iterations, final loss {last_loss:.5g}, weights {final}")
+        rec.log(f"done: {engine.iter} iterations, final loss {last:.5g}, weights {final}")
     return summary
 
 
-def sintel_3fold(weights, out=None, max_iter=None, clips=None, quiet=False) -> dict:
-    """The paper's Sintel fine-tuning (Table 2, 8.38): for each fold k, fine-tune the UCF101
+def train(solver_path, weights=None, out=None, max_iter=None, snapshot=None, fresh=False,
+          log_every=20, quiet=False, engine="caffe", options=None) -> dict:
+    """Train; returns a summary dict. Raises TrainError / ValidationError on bad input,
+    LossNotFinite on a NaN/inf loss. ``options``: the torch engine's device, precision,
+    no_channels_last, compile."""
+    t0 = time.time()
+    run = prepare(find_solver(solver_path), out, max_iter, snapshot)
+    rec = Recorder(run, quiet, log_every)
+    eng = begin(engine, run, rec, fresh, weights, options or {})
+    rec.start(eng.iter)
+    last, sig = loop(eng, run, rec)
+    return finish(eng, run, rec, last, sig, t0)
+
+
+def sintel_3fold(weights, out=None, max_iter=None, clips=None, quiet=False, engine="caffe",
+                 options=None) -> dict:
+    """The paper's Sintel fine-tuning (Table 2, finetuned-V2V): for each fold k, fine-tune the UCF101
     flow model on the other folds (prototxt/flow_v2v_sintel_fold{k}_solver.prototxt) and
     evaluate on fold k (data/db/sintel/final_fold{k}_test); the EPE is averaged over all
     scored pixels of the three folds."""
-    from models.paths import PROTOTXT  # noqa: PLC0415
-    from tools.evaluate import evaluate  # noqa: PLC0415
+    from models.paths import PROTOTXT
+    from tools.evaluate import evaluate
     out = Path(out) if out else RUNS / "sintel_3fold"
     folds, err, pix = [], 0.0, 0
     for k in range(3):
         s = train(PROTOTXT / f"flow_v2v_sintel_fold{k}_solver.prototxt", weights, out / f"fold{k}",
-                  max_iter, quiet=quiet)
+                  max_iter, quiet=quiet, engine=engine, options=options)
         r = evaluate("flow_v2v", s["weights"], db=resolve_repo_path(f"data/db/sintel/final_fold{k}_test"),
                      clips=clips, out=out / f"fold{k}" / "eval", quiet=True)
         folds.append({"fold": k, "epe": r["epe"], "pixels": r["pixels"], "clips": r["clips"],
@@ -318,44 +500,108 @@ def sintel_3fold(weights, out=None, max_iter=None, clips=None, quiet=False) -> d
     res = {"net": "flow_v2v (Sintel 3-fold fine-tuned)", "task": "flow", "protocol": "release",
            "db": "sintel final, 3 folds", "clips": sum(f["clips"] for f in folds),
            "truth": "ground truth (Sintel)",
-           "epe": err / max(pix, 1), "pixels": pix, "paper": 8.38, "folds": folds}
+           "epe": err / max(pix, 1), "pixels": pix, "paper": SINTEL_3FOLD.value, "folds": folds}
     (out / "results.json").write_text(json.dumps(res, indent=2))
     if not quiet:
-        print(f"[train] Sintel 3-fold: EPE {res['epe']:.3f} (paper 8.38); per fold "
+        print(f"[train] Sintel 3-fold: EPE {res['epe']:.3f} (paper {res['paper']}); per fold "
               + ", ".join(f"{f['epe']:.3f}" for f in folds))
     return res
 
 
-def main(argv=None) -> int:
+# ------------------------------------------------------------------ command line
+def launch_ranks(n: int, argv: list[str]) -> int:
+    """Run this command again as n DDP ranks through torchrun (one per GPU; with --device
+    cpu, n CPU ranks over gloo); returns rank 0's exit status (or the first failed rank's)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+    rest = [x for i, x in enumerate(argv) if x != "--gpus" and not x.startswith("--gpus=")
+            and (i == 0 or argv[i - 1] != "--gpus")]
+    print(f"[train] torchrun: {n} ranks", flush=True)
+    try:
+        run(parse_args(["--standalone", f"--nproc_per_node={n}", "-m", "tools.train", *rest]))
+    except ChildFailedError as e:
+        rc = e.get_first_failure()[1].exitcode
+        return rc if rc > 0 else 128 - rc  # killed by signal s: 128 + s, as a shell says
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m tools.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--solver", help="solver prototxt (e.g. prototxt/seg_solver.prototxt)")
     ap.add_argument("--sintel-3fold", action="store_true",
                     help="the paper's Sintel fine-tuning: the three fold solvers from --weights (the "
                          "UCF101 flow model), each evaluated on its held-out fold; results in --out")
-    ap.add_argument("--weights", action="append", help="caffemodel(s) to copy by layer name "
-                    "(e.g. converted C3D weights); repeat or comma-separate")
-    ap.add_argument("--out", help="output folder (default runs/<solver name>)")
+    ap.add_argument("--weights", action="append", help="caffemodel(s) to copy by layer name (e.g. "
+                    "converted C3D weights), or a run folder (its newest snapshot); repeat or comma-separate")
+    ap.add_argument("--engine", choices=("caffe", "torch"), default="caffe",
+                    help="caffe: pycaffe's solver (CPU); torch: the PyTorch runtime")
+    ap.add_argument("--gpus", type=int, default=1,
+                    help="torch engine: N > 1 starts N DDP ranks on this machine through torchrun")
+    ap.add_argument("--out", help="output folder (default runs/<net>, <net> from the solver's "
+                    "snapshot_prefix)")
     ap.add_argument("--max-iter", type=int, help="override the solver's max_iter")
     ap.add_argument("--snapshot", type=int, help="override the solver's snapshot interval")
     ap.add_argument("--fresh", action="store_true", help="ignore and delete earlier snapshots in --out")
     ap.add_argument("--log-every", type=int, default=20, help="log interval without a terminal")
     ap.add_argument("--quiet", action="store_true")
-    a = ap.parse_args(argv)
+    t = ap.add_argument_group("torch engine")
+    t.add_argument("--device", help="cpu or cuda (default: cuda when visible)")
+    t.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="default bf16 on CUDA, fp32 on CPU")
+    t.add_argument("--no-channels-last", action="store_true", help="keep NCDHW on CUDA")
+    t.add_argument("--compile", action="store_true", help="torch.compile the net")
+    return ap
+
+
+def check_args(ap, a) -> None:
     if not a.sintel_3fold and not a.solver:
         ap.error("--solver is required (or --sintel-3fold)")
+    if a.sintel_3fold and not a.weights:
+        ap.error("--sintel-3fold fine-tunes a trained UCF101 flow model: give --weights")
+    if a.engine == "caffe" and (a.gpus != 1 or any(getattr(a, o) for o in TORCH_OPTIONS)):
+        ap.error("--gpus, --device, --precision, --no-channels-last and --compile are for --engine torch "
+                 "(Caffe's own multi-GPU training: caffe train -gpu all)")
+    if a.gpus < 1:
+        ap.error("--gpus must be >= 1")
+    if a.gpus > 1 and a.sintel_3fold:
+        ap.error("--sintel-3fold trains on one device (no --gpus)")
+
+
+def main(argv=None) -> int:
+    ap = parser()
+    a = ap.parse_args(argv)
+    check_args(ap, a)
+    options = {o: getattr(a, o) for o in TORCH_OPTIONS}
     try:
+        if a.gpus > 1 and "WORLD_SIZE" not in os.environ:
+            prepare(find_solver(a.solver), a.out, a.max_iter, a.snapshot)  # bad input: here, once
+            return launch_ranks(a.gpus, sys.argv[1:] if argv is None else list(argv))
         if a.sintel_3fold:
-            if not a.weights:
-                raise TrainError("--sintel-3fold fine-tunes a trained UCF101 flow model: give --weights")
-            sintel_3fold(a.weights, a.out, a.max_iter, quiet=a.quiet)
+            sintel_3fold(a.weights, a.out, a.max_iter, quiet=a.quiet, engine=a.engine, options=options)
             return 0
-        s = train(a.solver, a.weights, a.out, a.max_iter, a.snapshot, a.fresh, a.log_every, a.quiet)
-    except (validate.ValidationError, TrainError, ValueError) as e:
+        s = train(a.solver, a.weights, a.out, a.max_iter, a.snapshot, a.fresh, a.log_every, a.quiet,
+                  a.engine, options)
+    except (ValueError, LossNotFinite) as e:  # ValidationError and TrainError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
-        return 3 if isinstance(e, TrainError) else 2
+        return 3 if isinstance(e, LossNotFinite) else 2
     return 130 if s["interrupted"] else 0
 
 
+def _exit(rc: int) -> None:
+    """A DDP rank ends with os._exit: on a loaded machine the interpreter's teardown of
+    gloo's C++ threads sometimes aborted a rank ("terminate called without an active
+    exception") after all work was done."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())

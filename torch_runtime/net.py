@@ -88,6 +88,68 @@ def _key(name, used):
     return k
 
 
+def _net_inputs(npm, input_shapes: dict) -> dict:
+    """Shapes of the net-level inputs (the deprecated ``input:`` syntax), by name."""
+    shapes = {}
+    for i, name in enumerate(npm.input):
+        if name in input_shapes:
+            shapes[name] = input_shapes[name]
+        elif len(npm.input_shape) > i:
+            shapes[name] = tuple(npm.input_shape[i].dim)
+        elif len(npm.input_dim) >= 4 * (i + 1):
+            shapes[name] = tuple(npm.input_dim[4 * i:4 * i + 4])
+        else:
+            raise ValueError(f"net input {name!r} has no shape")
+    return shapes
+
+
+def _make_layer(lp, phase: str, native_python: bool) -> CaffeLayer:
+    cls = REGISTRY.get(lp.type)
+    if cls is None:
+        raise UnsupportedLayer(
+            f"layer '{lp.name}' has type '{lp.type}', which the torch runtime does not "
+            f"support (supported: {', '.join(sorted(REGISTRY))})")
+    try:
+        return cls(lp, phase, native_python) if lp.type == "Python" else cls(lp, phase)
+    except (ValueError, TypeError) as e:
+        raise LayerError(lp, str(e)) from e
+
+
+def _source_shapes(layer, lp, input_shapes: dict) -> list:
+    """Top shapes of a source layer: given by the caller, else known to the layer."""
+    tshapes = [input_shapes.get(t) for t in lp.top]
+    if all(s is not None for s in tshapes):
+        return tshapes
+    known = layer.shapes()
+    if known is None:
+        missing = [t for t, s in zip(lp.top, tshapes) if s is None]
+        cause = getattr(layer, "shape_error", None)
+        raise ValueError(
+            f"layer '{lp.name}' ({lp.type}) cannot tell the shapes of its tops "
+            f"{missing}" + (f": {cause}" if cause else "") +
+            " (from Python, TorchNet(..., input_shapes={top: shape}) gives them)")
+    return [s if s is not None else tuple(k) for s, k in zip(tshapes, known)]
+
+
+def _set_up(layer, lp, bshapes) -> list:
+    """Set a layer up on its bottom shapes; its top shapes."""
+    try:
+        layer.setup(bshapes)
+        return layer.top_shapes(bshapes)
+    except LayerError:
+        raise
+    except Exception as e:  # noqa: BLE001 - name the layer
+        raise LayerError(lp, f"set-up with bottoms {bshapes} failed: {e}") from e
+
+
+def _loss_weights(layer, lp) -> list:
+    """Caffe's: loss_weight per top, default 1 on a loss layer's first top."""
+    lw = list(lp.loss_weight)
+    if not lw and layer.is_loss:
+        lw = [1.0] + [0.0] * (len(lp.top) - 1)
+    return lw + [0.0] * (len(lp.top) - len(lw))
+
+
 class TorchNet(nn.Module):
     def __init__(self, src, phase: str = "TEST", input_shapes: dict | None = None,
                  stages=(), level: int = 0, native_python: bool = True):
@@ -101,104 +163,64 @@ class TorchNet(nn.Module):
         input_shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
         self.layers = nn.ModuleDict()
         self.plan = []            # (key, bottoms, tops, loss_weights)
-        self.input_names = []
         self.param_specs = []     # (param, lr_mult, decay_mult, layer, index)
-        shapes: dict[str, tuple] = {}
-        used = set()
-        npm = self.net_param
-        # net-level inputs (deprecated syntax)
-        for i, name in enumerate(npm.input):
-            if name in input_shapes:
-                shp = input_shapes[name]
-            elif len(npm.input_shape) > i:
-                shp = tuple(npm.input_shape[i].dim)
-            elif len(npm.input_dim) >= 4 * (i + 1):
-                shp = tuple(npm.input_dim[4 * i:4 * i + 4])
-            else:
-                raise ValueError(f"net input {name!r} has no shape")
-            shapes[name] = shp
-            self.input_names.append(name)
+        shapes = _net_inputs(self.net_param, input_shapes)
+        self.input_names = list(shapes)
         shared: dict[str, nn.Parameter] = {}
-        consumed = set()
-        for lp in npm.layer:
-            if not layer_included(lp, phase, stages, level):
-                continue
-            cls = REGISTRY.get(lp.type)
-            if cls is None:
-                raise UnsupportedLayer(
-                    f"layer '{lp.name}' has type '{lp.type}', which the torch runtime does not "
-                    f"support (supported: {', '.join(sorted(REGISTRY))})")
-            try:
-                layer = cls(lp, phase, native_python) if lp.type == "Python" else cls(lp, phase)
-            except (ValueError, TypeError) as e:
-                raise LayerError(lp, str(e)) from e
-            for b in lp.bottom:
-                if b not in shapes:
-                    raise LayerError(lp, f"unknown bottom blob {b!r}")
-            bshapes = [shapes[b] for b in lp.bottom]
-            if layer.is_data:
-                tshapes = [input_shapes.get(t) for t in lp.top]
-                if any(s is None for s in tshapes):
-                    known = layer.shapes()
-                    if known is None:
-                        missing = [t for t, s in zip(lp.top, tshapes) if s is None]
-                        cause = getattr(layer, "shape_error", None)
-                        raise ValueError(
-                            f"layer '{lp.name}' ({lp.type}) cannot tell the shapes of its tops "
-                            f"{missing}" + (f": {cause}" if cause else "") +
-                            " (from Python, TorchNet(..., input_shapes={top: shape}) gives them)")
-                    tshapes = [s if s is not None else tuple(k) for s, k in zip(tshapes, known)]
-                self.input_names += [t for t in lp.top if t not in self.input_names]
-            else:
-                try:
-                    layer.setup(bshapes)
-                    tshapes = layer.top_shapes(bshapes)
-                except LayerError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - name the layer
-                    raise LayerError(lp, f"set-up with bottoms {bshapes} failed: {e}") from e
-            if len(tshapes) != len(lp.top):
-                raise LayerError(lp, f"{len(lp.top)} tops in the prototxt, the layer makes {len(tshapes)}")
-            for t, s in zip(lp.top, tshapes):
-                shapes[t] = tuple(s)
-            consumed.update(lp.bottom)
-            # parameter specs
-            for i, blob in enumerate(layer.blobs):
-                spec = lp.param[i] if i < len(lp.param) else None
-                lr = spec.lr_mult if spec is not None else 1.0
-                dm = spec.decay_mult if spec is not None else 1.0
-                pname = spec.name if spec is not None else ""
-                if pname and pname in shared:
-                    if shared[pname].numel() != blob.numel():
-                        raise LayerError(lp, f"shared param {pname!r} has another size")
-                    layer.blobs[i] = shared[pname]
-                    continue
-                if pname:
-                    shared[pname] = blob
-                blob.requires_grad_(lr != 0)
-                self.param_specs.append((blob, float(lr), float(dm), lp.name, i))
-            # loss weights
-            lw = list(lp.loss_weight)
-            if not lw and layer.is_loss:
-                lw = [1.0] + [0.0] * (len(lp.top) - 1)
-            lw += [0.0] * (len(lp.top) - len(lw))
-            key = _key(lp.name, used)
-            self.layers[key] = layer
-            self.plan.append((key, list(lp.bottom), list(lp.top), lw))
+        used: set = set()
+        for lp in self.net_param.layer:
+            if layer_included(lp, phase, stages, level):
+                self._add_layer(_make_layer(lp, phase, native_python), lp, shapes, input_shapes, shared, used)
         self.blob_shapes = shapes
         unknown = set(input_shapes) - set(self.input_names)
         if unknown:
             raise ValueError(f"input_shapes names {sorted(unknown)}, which are not inputs of this "
                              f"net (its inputs: {self.input_names})")
-        # outputs: Caffe's available blobs (a bottom is consumed, a top made available)
-        avail = list(self.input_names)
-        for key, bottoms, tops, lw in self.plan:
-            if self.layers[key].is_data:
-                avail += [t for t in tops if t not in avail]
+        self.output_names = self._outputs()
+
+    def _add_layer(self, layer, lp, shapes: dict, input_shapes: dict, shared: dict, used: set) -> None:
+        for b in lp.bottom:
+            if b not in shapes:
+                raise LayerError(lp, f"unknown bottom blob {b!r}")
+        if layer.is_data:
+            tshapes = _source_shapes(layer, lp, input_shapes)
+            self.input_names += [t for t in lp.top if t not in self.input_names]
+        else:
+            tshapes = _set_up(layer, lp, [shapes[b] for b in lp.bottom])
+        if len(tshapes) != len(lp.top):
+            raise LayerError(lp, f"{len(lp.top)} tops in the prototxt, the layer makes {len(tshapes)}")
+        for t, s in zip(lp.top, tshapes):
+            shapes[t] = tuple(s)
+        self._add_params(layer, lp, shared)
+        key = _key(lp.name, used)
+        self.layers[key] = layer
+        self.plan.append((key, list(lp.bottom), list(lp.top), _loss_weights(layer, lp)))
+
+    def _add_params(self, layer, lp, shared: dict) -> None:
+        """param { lr_mult decay_mult name }: lr_mult 0 freezes, a shared name shares the tensor."""
+        for i, blob in enumerate(layer.blobs):
+            spec = lp.param[i] if i < len(lp.param) else None
+            lr = spec.lr_mult if spec is not None else 1.0
+            dm = spec.decay_mult if spec is not None else 1.0
+            pname = spec.name if spec is not None else ""
+            if pname and pname in shared:
+                if shared[pname].numel() != blob.numel():
+                    raise LayerError(lp, f"shared param {pname!r} has another size")
+                layer.blobs[i] = shared[pname]
                 continue
-            avail = [a for a in avail if a not in bottoms]
+            if pname:
+                shared[pname] = blob
+            blob.requires_grad_(lr != 0)
+            self.param_specs.append((blob, float(lr), float(dm), lp.name, i))
+
+    def _outputs(self) -> list:
+        """Caffe's net outputs: blobs made available and not consumed by a later layer."""
+        avail = list(self.input_names)
+        for key, bottoms, tops, _ in self.plan:
+            if not self.layers[key].is_data:
+                avail = [a for a in avail if a not in bottoms]
             avail += [t for t in tops if t not in avail]
-        self.output_names = avail
+        return avail
 
     # ------------------------------------------------------------------ access
     @property

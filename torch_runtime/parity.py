@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,40 +135,27 @@ def _num_classes(npm, phase):
     return c
 
 
-def compare_with_caffe(src, phase="TEST", input_shapes=None, seed=0, tmpdir=None,
-                       weight_scale="he") -> ParityReport:
-    import time  # noqa: PLC0415
-
-    from models.engine import caffe  # noqa: PLC0415
-    cf = caffe()
-    npm = read_net_param(src)
-    phase = phase.upper()
+def _feed_shapes(npm, phase: str, input_shapes) -> tuple[list, dict]:
+    """The net's source tops and the shape each is fed with (Input shapes from the
+    prototxt unless overridden, a label guessed from the data)."""
     shapes = dict(input_shapes or {})
     data_tops = [t for lp in npm.layer if layer_included(lp, phase)
                  and ((lp.type == "Python" and not len(lp.bottom)) or lp.type == "Input")
                  for t in lp.top]
     if "label" in data_tops and "label" not in shapes and "data" in shapes:
         shapes["label"] = guess_label_shape(npm, phase, shapes["data"])
-    for lp in npm.layer:   # Input shapes from the prototxt where not overridden
+    for lp in npm.layer:
         if lp.type == "Input" and layer_included(lp, phase):
             for t, s in zip(lp.top, lp.input_param.shape):
                 shapes.setdefault(t, tuple(s.dim))
     missing = [t for t in data_tops if t not in shapes]
     if missing:
         raise ValueError(f"give input_shapes for {missing}")
-    fed = with_input_layers(npm, phase, shapes)
-    tnet = TorchNet(fed, phase)
-    has_loss = any(w for *_, lw in tnet.plan for w in lw)
-    # without a loss Caffe back-propagates only with force_backward (which a net with an
-    # Accuracy layer must not have: Accuracy has no backward)
-    fed.force_backward = not has_loss
-    rng = np.random.default_rng(seed)
-    tmp = Path(tmpdir or tempfile.mkdtemp(prefix="v2v-parity-"))
-    proto = tmp / "net.prototxt"
-    proto.write_text(text_format.MessageToString(fed))
-    ph = cf.TRAIN if phase == "TRAIN" else cf.TEST
-    cnet = cf.Net(str(proto), ph)
-    for name, blobs in cnet.params.items():
+    return data_tops, shapes
+
+
+def _random_weights(cnet, rng, weight_scale: str) -> None:
+    for blobs in cnet.params.values():
         for i, b in enumerate(blobs):
             if i == 0 and weight_scale == "he":
                 shp = b.data.shape
@@ -176,30 +164,27 @@ def compare_with_caffe(src, phase="TEST", input_shapes=None, seed=0, tmpdir=None
                 b.data[...] = rng.standard_normal(shp).astype(np.float32) * np.sqrt(2.0 / max(fan, 1))
             else:
                 b.data[...] = 0.1 * rng.standard_normal(b.data.shape).astype(np.float32)
-    weights = tmp / "w.caffemodel"
-    cnet.save(str(weights))
-    inputs = random_inputs(fed, phase, {t: shapes[t] for t in data_tops}, rng)
-    for k, v in inputs.items():
-        cnet.blobs[k].data[...] = v
-    load_caffemodel(tnet, weights, strict=True)
-    t0 = time.perf_counter()
+
+
+def _caffe_pass(cnet, has_loss: bool, rng) -> dict:
+    """Forward + backward in Caffe; without a loss, backward from random top diffs R."""
     cout = cnet.forward()
-    R = {}
-    if not has_loss:
-        R = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in cout.items()}
-        cnet.backward(**R)
-    else:
-        cnet.backward()
-    caffe_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    tout = tnet({k: torch.from_numpy(v) for k, v in inputs.items()}, return_blobs=True)
     if has_loss:
-        obj = tout.loss
-    else:
-        obj = sum((tout[k] * torch.from_numpy(r)).sum() for k, r in R.items())
+        cnet.backward()
+        return {}
+    R = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in cout.items()}
+    cnet.backward(**R)
+    return R
+
+
+def _torch_pass(tnet, inputs: dict, R: dict):
+    tout = tnet({k: torch.from_numpy(v) for k, v in inputs.items()}, return_blobs=True)
+    obj = tout.loss if not R else sum((tout[k] * torch.from_numpy(r)).sum() for k, r in R.items())
     obj.backward()
-    torch_s = time.perf_counter() - t0
-    rep = ParityReport(caffe_s=caffe_s, torch_s=torch_s, flips=decision_flips(cnet, tnet, tout))
+    return tout
+
+
+def _report(rep: ParityReport, cnet, tnet, tout, inputs) -> ParityReport:
     for name in cnet.blobs:
         if name in tout and name not in inputs:
             rep.rows.append(("blob", name, rel(cnet.blobs[name].data, tout[name].detach().numpy())))
@@ -212,6 +197,41 @@ def compare_with_caffe(src, phase="TEST", input_shapes=None, seed=0, tmpdir=None
             else:
                 rep.rows.append(("frozen", f"{name}[{i}]", float(np.abs(cd).max())))
     return rep
+
+
+def compare_with_caffe(src, phase="TEST", input_shapes=None, seed=0, tmpdir=None,
+                       weight_scale="he") -> ParityReport:
+    """One forward + backward of the same net, weights and inputs in pycaffe and in torch."""
+    from models.engine import caffe
+    cf = caffe()
+    npm = read_net_param(src)
+    phase = phase.upper()
+    data_tops, shapes = _feed_shapes(npm, phase, input_shapes)
+    fed = with_input_layers(npm, phase, shapes)
+    tnet = TorchNet(fed, phase)
+    has_loss = any(w for *_, lw in tnet.plan for w in lw)
+    # without a loss Caffe back-propagates only with force_backward (which a net with an
+    # Accuracy layer must not have: Accuracy has no backward)
+    fed.force_backward = not has_loss
+    rng = np.random.default_rng(seed)
+    tmp = Path(tmpdir or tempfile.mkdtemp(prefix="v2v-parity-"))
+    proto = tmp / "net.prototxt"
+    proto.write_text(text_format.MessageToString(fed))
+    cnet = cf.Net(str(proto), cf.TRAIN if phase == "TRAIN" else cf.TEST)
+    _random_weights(cnet, rng, weight_scale)
+    weights = tmp / "w.caffemodel"
+    cnet.save(str(weights))
+    inputs = random_inputs(fed, phase, {t: shapes[t] for t in data_tops}, rng)
+    for k, v in inputs.items():
+        cnet.blobs[k].data[...] = v
+    load_caffemodel(tnet, weights, strict=True)
+    t0 = time.perf_counter()
+    R = _caffe_pass(cnet, has_loss, rng)
+    caffe_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tout = _torch_pass(tnet, inputs, R)
+    rep = ParityReport(caffe_s=caffe_s, torch_s=time.perf_counter() - t0, flips=decision_flips(cnet, tnet, tout))
+    return _report(rep, cnet, tnet, tout, inputs)
 
 
 def decision_flips(cnet, tnet, tout) -> int:

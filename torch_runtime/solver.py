@@ -2,7 +2,7 @@
 
 One iteration (Solver::Step + SGDSolver::ApplyUpdate), reproduced step for step:
     zero the diffs; iter_size × (forward + backward) accumulating diffs; loss /= iter_size
-    rate = lr_policy(iter)                      fixed, step, multistep, exp, inv, poly, sigmoid
+    rate = learning_rate(sp, iter)              models/schedule.py (Caffe's lr policies)
     clip_gradients: scale every diff by clip/‖diff‖₂ when the global norm exceeds it
     per learnable blob: diff *= 1/iter_size     (when iter_size > 1)
                         diff += weight_decay·decay_mult · data        (L2; L1: · sign(data))
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 from google.protobuf import text_format
+
+from models.schedule import learning_rate
 
 from .net import _pb2
 
@@ -40,36 +42,6 @@ def solver_type(sp) -> str:
     return t or "SGD"
 
 
-def learning_rate(sp, it: int, state: dict | None = None) -> float:
-    """Caffe's SGDSolver::GetLearningRate at iteration ``it`` (returned as float32 value)."""
-    policy = sp.lr_policy
-    base = sp.base_lr
-    if policy == "fixed":
-        r = base
-    elif policy == "step":
-        if sp.stepsize <= 0:
-            raise ValueError("lr_policy step needs stepsize > 0")
-        r = base * math.pow(sp.gamma, it // sp.stepsize)
-    elif policy == "exp":
-        r = base * math.pow(sp.gamma, it)
-    elif policy == "inv":
-        r = base * math.pow(1.0 + sp.gamma * it, -sp.power)
-    elif policy == "multistep":
-        step = 0
-        while step < len(sp.stepvalue) and it >= sp.stepvalue[step]:
-            step += 1
-        if state is not None:
-            state["current_step"] = step
-        r = base * math.pow(sp.gamma, step)
-    elif policy == "poly":
-        r = base * math.pow(1.0 - it / sp.max_iter, sp.power)
-    elif policy == "sigmoid":
-        r = base * (1.0 / (1.0 + math.exp(-sp.gamma * (it - sp.stepsize))))
-    else:
-        raise ValueError(f"unknown lr_policy {policy!r}")
-    return float(torch.tensor(r, dtype=torch.float32))
-
-
 class CaffeSGD:
     """Caffe's SGD/Nesterov update over a TorchNet's learnable blobs."""
 
@@ -86,19 +58,15 @@ class CaffeSGD:
         self.specs = [(p, lr, dm) for p, lr, dm, *_ in param_specs]
         self.history = [torch.zeros_like(p) for p, *_ in self.specs]
         self.iter = 0
-        self.lr_state: dict = {}
 
     def zero_grad(self):
         for p, *_ in self.specs:
             p.grad = None
 
-    def rate(self) -> float:
-        return learning_rate(self.sp, self.iter, self.lr_state)
-
     @torch.no_grad()
     def apply_update(self):
         sp = self.sp
-        rate = self.rate()
+        rate = learning_rate(sp, self.iter)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p, *_ in self.specs]
         if sp.clip_gradients >= 0:
             norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
@@ -131,15 +99,3 @@ class CaffeSGD:
                 p.sub_((1 + mom) * h - mom * prev)
         self.iter += 1
         return rate
-
-    def state_dict(self):
-        return {"iter": self.iter, "history": [h.detach().cpu() for h in self.history],
-                "lr_state": dict(self.lr_state)}
-
-    def load_state_dict(self, st):
-        self.iter = int(st["iter"])
-        if len(st["history"]) != len(self.history):
-            raise ValueError("solver state does not match the net's learnable blobs")
-        for h, s in zip(self.history, st["history"]):
-            h.copy_(s.to(h.device))
-        self.lr_state = dict(st.get("lr_state", {}))

@@ -2,31 +2,36 @@
 
     tr = Trainer("prototxt/seg_solver.prototxt", weights="data/c3d/c3d_sport1m.caffemodel",
                  opts=RunOptions(device="cuda", precision="bf16", channels_last=True))
-    tr.run()                     # to max_iter, with display, test and snapshots as Caffe
-    tr.step(10)                  # or a few iterations
+    tr.step(10)                  # 10 iterations, snapshots at the solver's interval
+    tr.test()                    # a test pass (test_iter batches) with the current weights
+
+The loop around it (progress, logs, test passes, resume, stop on NaN or a signal) is the
+front-end's, the same for both engines: ``python -m tools.train --engine torch``.
 
 The net is the solver's ``net`` (or ``train_net``) in phase TRAIN (``train_state`` stages
-honoured); data come from its own Python data layers (torch_runtime.data), or from
-``feed=`` (an iterator of dicts). Snapshots (every ``snapshot`` iterations, and at the end)
-are Caffe files: ``<prefix>_iter_<n>.caffemodel`` (loads in Caffe) and
+honoured), its blobs filled from the layers' fillers (``fill``) before ``weights`` are
+copied; data come from its own Python data layers (torch_runtime.data), or from ``feed=``
+(an iterator of dicts). Snapshots (every ``snapshot`` iterations, or ``snapshot()``) are
+Caffe files: ``<prefix>_iter_<n>.caffemodel`` (loads in Caffe) and
 ``<prefix>_iter_<n>.solverstate`` (Caffe's SolverState: iter, current_step, momentum
 history), so a run can be resumed by either engine. Paths in the solver resolve from the
 working directory, as in Caffe (run from the repo root).
 
-Multi-GPU: ``torchrun --nproc_per_node N -m tools.torch_train --solver ...``; each rank
-holds a replica, gradients are averaged (Caffe's multi-GPU semantics), rank r's data
-layer reads with seed + r, rank 0 writes logs and snapshots.
+Multi-GPU: ``python -m tools.train --engine torch --gpus N`` (torchrun); each rank holds a
+replica, gradients are averaged (Caffe's multi-GPU semantics), the loss is averaged over
+ranks, rank r's data layer reads with seed + r, rank 0 writes logs and snapshots.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
+
+from models.schedule import current_step
 
 from .caffemodel import _blob_bytes, _field, load_caffemodel, save_caffemodel
 from .data import NetFeed
@@ -51,6 +56,44 @@ def init_distributed(opts: RunOptions) -> tuple[int, int]:
     return rank, world
 
 
+def fill(net: TorchNet, seed: int) -> None:
+    """Initialize every learnable blob from its layer's weight_filler / bias_filler, as Caffe
+    does when it builds a net: the same distributions (not Caffe's random stream); seed < 0
+    draws a random one, as Caffe's random_seed."""
+    g = torch.Generator()
+    if seed >= 0:
+        g.manual_seed(seed)
+    else:
+        g.seed()
+    for layer in net.layers.values():
+        param = next((v for d, v in layer.lp.ListFields() if d.message_type is not None
+                      and "weight_filler" in d.message_type.fields_by_name), None)
+        if param is None or not len(layer.blobs):
+            continue
+        with torch.no_grad():
+            for blob, f in zip(layer.blobs, (param.weight_filler, param.bias_filler)):
+                blob.copy_(_filled(f, tuple(blob.shape), g, layer.lname))
+
+
+def _filled(f, shape: tuple, g: torch.Generator, where: str) -> torch.Tensor:
+    """Caffe's fillers (filler.hpp): constant, uniform, gaussian, xavier, msra."""
+    if f.type == "constant":
+        return torch.full(shape, f.value)
+    if f.type == "uniform":
+        return torch.rand(shape, generator=g) * (f.max - f.min) + f.min
+    if f.type == "gaussian":
+        return torch.randn(shape, generator=g) * f.std + f.mean
+    if f.type in ("xavier", "msra"):
+        count = math.prod(shape)
+        fan_in, fan_out = count / shape[0], count / shape[1] if len(shape) > 1 else count
+        n = (fan_in, fan_out, (fan_in + fan_out) / 2)[f.variance_norm]
+        if f.type == "xavier":
+            return (torch.rand(shape, generator=g) * 2 - 1) * math.sqrt(3 / n)
+        return torch.randn(shape, generator=g) * math.sqrt(2 / n)
+    raise ValueError(f"layer '{where}': filler '{f.type}' is not supported by the torch runtime "
+                     f"(start from --weights)")
+
+
 def unused_learnable(net: TorchNet) -> list[str]:
     """Layers with learnable blobs that no loss depends on (e.g. a Silence'd branch)."""
     need = {t for _, _, tops, lw in net.plan for t, w in zip(tops, lw) if w}
@@ -65,9 +108,7 @@ def unused_learnable(net: TorchNet) -> list[str]:
 
 class Trainer:
     def __init__(self, solver, weights=None, opts: RunOptions | None = None, feed=None,
-                 input_shapes=None, log=print, resume=None, csv_log=None):
-        """csv_log: a file that gets one line per iteration: iter,loss,smoothed_loss,lr."""
-        self.csv = Path(csv_log) if csv_log else None
+                 input_shapes=None, log=print, resume=None):
         self.sp = read_solver_param(solver)
         self.opts = opts or RunOptions()
         self.rank, self.world = init_distributed(self.opts)
@@ -84,10 +125,9 @@ class Trainer:
         self.net = TorchNet(src, "TRAIN", input_shapes=input_shapes, stages=stages,
                             level=sp.train_state.level)
         self.net_src = src
-        if weights:
-            for w in str(weights).split(","):
-                copied = load_caffemodel(self.net, w)
-                self.log(f"[torch_train] weights {w}: copied {len(copied)} layers")
+        fill(self.net, sp.random_seed)
+        for w in str(weights).split(",") if weights else ():
+            self.log(f"weights {w}: copied {len(self.load_weights(w))} layers")
         compile_ = self.opts.compile
         self.opts.compile = False
         self.model = self.opts.prepare(self.net)
@@ -101,7 +141,6 @@ class Trainer:
             self.model = torch.compile(self.model)
         self.opt = CaffeSGD(self.net.param_specs, sp)
         self.feed = feed if feed is not None else NetFeed(self.net, rank=self.rank)
-        self.losses: list[float] = []
         self._test = None
         if resume:
             self.restore(resume)
@@ -110,60 +149,43 @@ class Trainer:
     def iter(self) -> int:
         return self.opt.iter
 
+    def load_weights(self, path) -> list[str]:
+        """Copy a caffemodel's blobs by layer name; returns the layers copied."""
+        return load_caffemodel(self.net, path)
+
     def _batch(self):
         return self.opts.batch(next(self.feed))
 
     def step(self, n: int = 1) -> list[float]:
-        """n Caffe iterations (each iter_size forward/backward passes, one update)."""
-        sp = self.sp
-        iter_size = max(1, sp.iter_size)
-        avg = max(1, sp.average_loss)
+        """n Caffe iterations (each iter_size forward/backward passes, one update); returns
+        each iteration's loss (mean over iter_size passes and over ranks), NaN included:
+        stopping on it is the caller's choice, as with Caffe's solver."""
         out = []
         for _ in range(n):
             self.opt.zero_grad()
-            total = 0.0
-            for i in range(iter_size):
-                sync = self.world == 1 or i == iter_size - 1
-                ctx = self.model.no_sync() if not sync else _null()
-                with ctx:
-                    with self.opts.autocast():
-                        res = self.model(self._batch())
-                    if res.loss is None:
-                        raise ValueError("the train net has no loss (no layer with a loss weight)")
-                    res.loss.backward()
-                total += float(res.loss.detach())
-            loss = total / iter_size
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss} at iteration {self.iter}")
-            self.losses.append(loss)
-            smoothed = float(np.mean(self.losses[-avg:]))
-            rate = self.opt.apply_update()
+            loss = self._accumulate(max(1, self.sp.iter_size))
+            if self.world > 1:
+                t = torch.tensor([loss], dtype=torch.float64, device=self.opts.device)
+                dist.all_reduce(t)
+                loss = float(t) / self.world
+            self.opt.apply_update()
             out.append(loss)
-            it = self.iter
-            if self.csv is not None and self.rank == 0:
-                with open(self.csv, "a") as f:
-                    f.write(f"{it - 1},{loss:.9g},{smoothed:.9g},{rate:.9g}\n")
-            if sp.display and (it - 1) % sp.display == 0:
-                self.log(f"[torch_train] iter {it - 1} loss {smoothed:.6g} lr {rate:.3g}")
-            if sp.snapshot and it % sp.snapshot == 0:
+            if self.sp.snapshot and self.iter % self.sp.snapshot == 0:
                 self.snapshot()
-            if sp.test_interval and it % sp.test_interval == 0 and len(sp.test_iter):
-                self.test()
         return out
 
-    def run(self, max_iter: int | None = None):
-        max_iter = max_iter or self.sp.max_iter
-        t0 = time.time()
-        sp = self.sp
-        if sp.test_interval and len(sp.test_iter) and self.iter == 0 and sp.test_initialization:
-            self.test()
-        while self.iter < max_iter:
-            self.step(1)
-        if self.world > 1:
-            self.check_ranks_in_sync()
-        if self.sp.snapshot_after_train if self.sp.HasField("snapshot_after_train") else True:
-            self.snapshot()
-        self.log(f"[torch_train] done: {self.iter} iterations in {time.time() - t0:.0f} s")
+    def _accumulate(self, iter_size: int) -> float:
+        total = 0.0
+        for i in range(iter_size):
+            sync = self.world == 1 or i == iter_size - 1
+            with self.model.no_sync() if not sync else contextlib.nullcontext():
+                with self.opts.autocast():
+                    res = self.model(self._batch())
+                if res.loss is None:
+                    raise ValueError("the train net has no loss (no layer with a loss weight)")
+                res.loss.backward()
+            total += float(res.loss.detach())
+        return total / iter_size
 
     def check_ranks_in_sync(self) -> float:
         """Max over ranks of |checksum − rank 0's| of the weights (0 when replicas agree)."""
@@ -174,7 +196,7 @@ class Trainer:
             dist.broadcast(ref, 0)
             d = (c - ref).abs()
             dist.all_reduce(d, op=dist.ReduceOp.MAX)
-        self.log(f"[torch_train] {self.world} ranks, weights in sync: max checksum difference {float(d):.3g}")
+        self.log(f"{self.world} ranks, weights in sync: max checksum difference {float(d):.3g}")
         return float(d)
 
     # ------------------------------------------------------------------ test
@@ -210,8 +232,6 @@ class Trainer:
                     if v.numel() == 1:
                         sums[k] = sums.get(k, 0.0) + float(v)
         means = {k: v / n for k, v in sums.items()}
-        self.log(f"[torch_train] test at iter {self.iter}: " +
-                 ", ".join(f"{k} = {v:.6g}" for k, v in means.items()))
         return means
 
     # ------------------------------------------------------------------ snapshots
@@ -222,7 +242,7 @@ class Trainer:
         base = Path(f"{prefix}_iter_{self.iter}")
         model = save_caffemodel(self.net, base.with_name(base.name + ".caffemodel"))
         self.write_solverstate(base.with_name(base.name + ".solverstate"), model)
-        self.log(f"[torch_train] snapshot {model}")
+        self.log(f"snapshot {model}")
         return model
 
     def write_solverstate(self, path: Path, model: Path):
@@ -230,7 +250,7 @@ class Trainer:
         st = pb.SolverState()
         st.iter = self.iter
         st.learned_net = str(model)
-        st.current_step = int(self.opt.lr_state.get("current_step", 0))
+        st.current_step = current_step(self.sp, max(self.iter - 1, 0))  # as Caffe's last update
         out = bytearray(st.SerializeToString())
         bp = pb.BlobProto.DESCRIPTOR.fields_by_name
         hist_f = pb.SolverState.DESCRIPTOR.fields_by_name["history"].number
@@ -241,7 +261,7 @@ class Trainer:
 
     def restore(self, path):
         """Resume from a .solverstate (Caffe's or ours): iteration, history and weights."""
-        from .caffemodel import blob_to_array  # noqa: PLC0415
+        from .caffemodel import blob_to_array
         pb = _pb2()
         st = pb.SolverState()
         st.ParseFromString(Path(path).read_bytes())
@@ -251,23 +271,15 @@ class Trainer:
         for h, b in zip(self.opt.history, st.history):
             h.copy_(torch.from_numpy(blob_to_array(b).reshape(h.shape)).to(h.device))
         self.opt.iter = st.iter
-        self.opt.lr_state["current_step"] = st.current_step
         # the training data continue where the interrupted run stopped (as tools.train
         # does for Caffe through V2V_START_ITER): iterations × iter_size batches
         if hasattr(self.feed, "skip") and st.iter:
             if not self.feed.skip(st.iter * max(1, self.sp.iter_size)):
-                self.log("[torch_train] note: a data layer cannot skip; its stream restarts")
+                self.log("note: a data layer cannot skip; its stream restarts")
         if st.learned_net:
             learned = Path(st.learned_net)
             if not learned.exists():
                 learned = Path(path).with_name(learned.name)
             load_caffemodel(self.net, learned)
-        self.log(f"[torch_train] resumed from {path} at iter {st.iter}")
+        self.log(f"resumed from {path} at iteration {st.iter}")
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
