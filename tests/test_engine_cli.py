@@ -146,7 +146,7 @@ def test_bad_net_gets_clear_error_before_caffe(tmp_path, case):
 
 def test_solver_naming_missing_net_hints_repo_root(tmp_path):
     s = tmp_path / "solver.prototxt"
-    s.write_text('net: "prototxt/definitely_missing_net.prototxt"\nbase_lr: 0.1\nmax_iter: 1\n')
+    s.write_text('net: "prototxt/definitely_missing_net.prototxt"\nbase_lr: 0.1\nlr_policy: "fixed"\nmax_iter: 1\n')
     r = run_caffe(["train", "-solver", str(s)], tmp_path)
     assert r.returncode == 2
     assert "definitely_missing_net.prototxt: net prototxt file not found" in r.stderr
@@ -231,3 +231,11 @@ def test_caffe_cli_honours_v2v_runs_data_and_max_iter(tiny, tmp_path_factory):
     r = run_caffe(["train", "-solver", "solver_runs.prototxt"], tiny, extra_path=tiny,
                   env=dict(env, V2V_MAX_ITER="zero"))
     assert r.returncode == 2 and "V2V_MAX_ITER must be a positive integer" in r.stderr
+
+
+def test_solver_without_lr_policy_is_refused(tmp_path):
+    """Caffe aborts at the first step on an empty lr_policy; the validator says so first."""
+    s = tmp_path / "solver.prototxt"
+    s.write_text('net: "net.prototxt"\nbase_lr: 0.1\nmax_iter: 1\n')
+    r = run_caffe(["train", "-solver", str(s)], tmp_path)
+    assert r.returncode == 2 and "unknown lr_policy ''" in r.stderr
