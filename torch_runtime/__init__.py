@@ -8,7 +8,7 @@ on CPU, one GPU, or several GPUs through torchrun + DDP.
 
     from torch_runtime import TorchNet, load_caffemodel, save_caffemodel
     net = TorchNet("prototxt/seg_v2v_deploy.prototxt", phase="TEST")
-    load_caffemodel(net, "runs/seg_v2v/seg_v2v_iter_100000.caffemodel")
+    load_caffemodel(net, "runs/seg_v2v/snapshots/seg_v2v_iter_100000.caffemodel")
     out = net({"data": clip})           # dict of output blobs, e.g. out["prob"]
 
 See README.md next to this file. torch is an optional extra, pinned in
