@@ -25,12 +25,12 @@ from models.paths import RUNS
 
 
 def _decode(path):
-    from data_prep.video import decode_video  # noqa: PLC0415
+    from data_prep.video import decode_video
     return len(decode_video(path))
 
 
 def _teach(pair):
-    from data_prep.teacher import brox_flow  # noqa: PLC0415
+    from data_prep.teacher import brox_flow
     brox_flow(*pair)
     return 1
 
@@ -54,16 +54,16 @@ def _cpu_rate(fn, items):
 
 def _moving(rng, frames, h, w):
     """Frames of a real photograph (scikit-image's coffee) panning 2 px right, 1 px down."""
-    import cv2  # noqa: PLC0415
-    from skimage import data  # noqa: PLC0415
+    import cv2
+    from skimage import data
     pad = 2 * frames + 4
     big = cv2.resize(data.coffee(), (w + 2 * pad, h + 2 * pad), interpolation=cv2.INTER_AREA)
     return np.stack([big[pad - t:pad - t + h, pad - 2 * t:pad - 2 * t + w] for t in range(frames)])
 
 
 def run(out=None, quick: bool = False) -> dict:
-    from data_prep import teacher  # noqa: PLC0415
-    from data_prep.synthetic import write_video  # noqa: PLC0415
+    from data_prep import teacher
+    from data_prep.synthetic import write_video
     out = Path(out) if out else RUNS / "bench"
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -111,8 +111,8 @@ def run(out=None, quick: bool = False) -> dict:
 
 
 def _layer_rate(quick: bool) -> float:
-    from data_prep.db import ClipWriter  # noqa: PLC0415
-    from data_prep.clips import ClipSource  # noqa: PLC0415
+    from data_prep.db import ClipWriter
+    from data_prep.clips import ClipSource
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as td:
         w = ClipWriter(Path(td) / "db", {"frames": ((3, 16, 128, 171), np.uint8),

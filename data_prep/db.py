@@ -246,7 +246,7 @@ def build(out, units: list[tuple[str, object]], work, fields: dict, meta: dict,
     With ``shard="k/N"`` only units with index % N == k run, into ``<out>.shard-k-of-N``
     (merge with ``python -m data_prep.db merge``). Returns the manifest (a shard's covers
     only its own units)."""
-    from tqdm import tqdm  # noqa: PLC0415
+    from tqdm import tqdm
     k, n = parse_shard(shard)
     out = Path(out)
     path = shard_path(out, k, n) if n > 1 else out
@@ -268,7 +268,7 @@ def build(out, units: list[tuple[str, object]], work, fields: dict, meta: dict,
     errors = []
     pool = None
     if workers > 1 and len(todo) > 1:  # fork the workers before tqdm starts its monitor thread
-        import multiprocessing as mp  # noqa: PLC0415
+        import multiprocessing as mp
         ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         pool = ctx.Pool(min(workers, len(todo)))
     bar = tqdm(total=mine, initial=mine - len(todo), desc=desc, unit="item", file=sys.stderr,

@@ -133,7 +133,7 @@ def parse_label_map(s: str | None) -> np.ndarray:
 
 
 def load_label(path: Path, lut: np.ndarray, colors: dict | None) -> np.ndarray:
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
     try:
         im = Image.open(path)
         im.load()
@@ -181,8 +181,8 @@ def bins_from_list(list_file: Path, bgr: bool) -> list[tuple[str, object]]:
 
 
 def work_bin(path: str, bgr: bool, length: int, height: int, width: int):
-    import cv2  # noqa: PLC0415
-    from data_prep.c3dbin import read_c3d_bin  # noqa: PLC0415
+    import cv2
+    from data_prep.c3dbin import read_c3d_bin
     a = read_c3d_bin(path, np.uint8)
     if a.shape[0] != 1 or a.shape[1] != 4 or a.shape[2] != length:
         raise ValueError(f"{path}: shape {a.shape}, expected (1, 4, {length}, H, W)")
@@ -197,8 +197,8 @@ def work_bin(path: str, bgr: bool, length: int, height: int, width: int):
 
 def work_video(item: str, payload, length: int, stride: int, height: int, width: int,
                lut: np.ndarray, colors: dict | None):
-    import cv2  # noqa: PLC0415
-    from PIL import Image  # noqa: PLC0415
+    import cv2
+    from PIL import Image
     kind, val = payload
     if kind == "bin":
         return work_bin(val[0], val[1], length, height, width)

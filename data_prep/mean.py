@@ -23,7 +23,7 @@ LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def clip_mean(db, gray: bool = False, max_clips: int | None = None) -> np.ndarray:
-    from tqdm import tqdm  # noqa: PLC0415
+    from tqdm import tqdm
     d = ClipDB(db)
     n = len(d) if not max_clips else min(len(d), max_clips)
     acc = None

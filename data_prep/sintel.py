@@ -58,7 +58,7 @@ def fold_of(seqs: list[str]) -> dict[str, int]:
 
 def load_sequence(root, pass_: str, seq: str):
     """Native-resolution frames (T, H, W, 3) uint8 and flows (T-1, H, W, 2) float32."""
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
     root = Path(root)
     fdir, ldir = root / "training" / pass_ / seq, root / "training" / "flow" / seq
     frames_p = sorted(fdir.glob("frame_*.png"))
@@ -80,7 +80,7 @@ def load_sequence(root, pass_: str, seq: str):
 
 
 def resize_flow(flow: np.ndarray, height: int, width: int) -> np.ndarray:
-    import cv2  # noqa: PLC0415
+    import cv2
     h, w = flow.shape[:2]
     if (h, w) == (height, width):
         return flow.astype(np.float32)
@@ -91,7 +91,7 @@ def resize_flow(flow: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def work_sequence(item: str, payload, length: int, stride: int, height: int, width: int, tail: bool):
-    import cv2  # noqa: PLC0415
+    import cv2
     root, pass_ = payload
     frames, flows = load_sequence(root, pass_, item)
     n = len(flows)

@@ -106,7 +106,7 @@ def make_scene(rng, frames=17, height=64, width=80, classes=4, objects=3, max_sp
 def write_gatech_like(root, scenes: dict[str, list[Scene]]) -> Path:
     """Lay scenes out like GATECH: <root>/<split>/<video>/frames/%06d.png and
     <root>/<split>/<video>/labels/%06d.png (label values = class ids)."""
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
     root = Path(root)
     for split, items in scenes.items():
         for i, s in enumerate(items):
@@ -122,7 +122,7 @@ def write_gatech_like(root, scenes: dict[str, list[Scene]]) -> Path:
 def write_video(path, frames: np.ndarray, fps: int = 25) -> Path:
     """Write frames (T,H,W,3) uint8 as an XVID-free lossless-ish AVI (MPEG-4 part 2,
     high quality) with PyAV, like UCF101's .avi files."""
-    import av  # noqa: PLC0415
+    import av
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as c:

@@ -193,7 +193,7 @@ def smooth_flow(rng, h: int, w: int, magnitude: float = 4.5) -> np.ndarray:
 
 def real_images() -> list[np.ndarray]:
     """Real photographs bundled inside scikit-image's wheel (no download), RGB uint8."""
-    from skimage import data  # noqa: PLC0415
+    from skimage import data
     out = []
     for name in ("astronaut", "coffee", "chelsea", "camera", "coins", "grass", "gravel", "brick"):
         im = getattr(data, name)()
@@ -285,7 +285,7 @@ def main(argv=None):
         ims.append(cv2.cvtColor(im, cv2.COLOR_BGR2RGB))
     flow = (brox_flow_gpu if a.gpu else brox_flow)(*ims)
     if a.out:
-        from data_prep.flo import write_flo  # noqa: PLC0415
+        from data_prep.flo import write_flo
         write_flo(a.out, flow)
         print(f"wrote {a.out}")
     else:

@@ -15,7 +15,7 @@ class VideoError(ValueError):
 
 
 def _decode_av(path: Path, height: int, width: int) -> np.ndarray:
-    import av  # noqa: PLC0415
+    import av
     frames = []
     with av.open(str(path)) as c:
         if not c.streams.video:
@@ -31,7 +31,7 @@ def _decode_av(path: Path, height: int, width: int) -> np.ndarray:
 
 
 def _decode_cv(path: Path, height: int, width: int) -> np.ndarray:
-    import cv2  # noqa: PLC0415
+    import cv2
     cap = cv2.VideoCapture(str(path))
     frames = []
     try:

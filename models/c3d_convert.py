@@ -264,8 +264,8 @@ class LayerReport:
 
 def net_param_shapes(net_path) -> dict:
     """{layer name: [param shapes]} of a net prototxt (deploy nets give full shapes)."""
-    from models import shapes  # noqa: PLC0415
-    from models.validate import load_net  # noqa: PLC0415
+    from models import shapes
+    from models.validate import load_net
     net = load_net(net_path)
     out = {}
     for phase in ("TEST", "TRAIN"):

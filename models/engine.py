@@ -23,7 +23,7 @@ class EngineMissing(RuntimeError):
 @lru_cache(maxsize=1)
 def caffe():
     try:
-        import caffe as _caffe  # noqa: PLC0415
+        import caffe as _caffe
     except ImportError as e:  # pragma: no cover - depends on the machine
         raise EngineMissing(
             f"pycaffe cannot be imported ({e}). Run `make test` or `bash engine/setup.sh` "
@@ -37,7 +37,7 @@ def caffe():
 @lru_cache(maxsize=1)
 def pb2():
     try:
-        from caffe.proto import caffe_pb2  # noqa: PLC0415
+        from caffe.proto import caffe_pb2
     except ImportError as e:  # pragma: no cover
         raise EngineMissing(f"caffe_pb2 cannot be imported ({e}); run engine/setup.sh") from e
     return caffe_pb2
@@ -50,7 +50,7 @@ def layer_types() -> set[str]:
 
 def engine_dir():
     """The engine build folder (the sdist tree that pycaffe was imported from)."""
-    from pathlib import Path  # noqa: PLC0415
+    from pathlib import Path
     return Path(caffe().__file__).resolve().parent.parent.parent
 
 

@@ -104,7 +104,8 @@ def test_2d_layers_crop_reshape_concat_softmax(tmp_path):
             'layer { name: "th" type: "TanH" bottom: "cr" top: "th" }\n'
             'layer { name: "el" type: "Eltwise" bottom: "sg" bottom: "th" bottom: "cr" top: "el" '
             'eltwise_param { operation: SUM coeff: 0.5 coeff: -2 coeff: 1 } }\n'
-            'layer { name: "em" type: "Eltwise" bottom: "el" bottom: "cr" top: "em" eltwise_param { operation: PROD } }\n'
+            'layer { name: "em" type: "Eltwise" bottom: "el" bottom: "cr" top: "em" '
+            'eltwise_param { operation: PROD } }\n'
             'layer { name: "ip" type: "InnerProduct" bottom: "em" top: "ip" inner_product_param { num_output: 7 } }\n'
             'layer { name: "ipr" type: "ReLU" bottom: "ip" top: "ip" relu_param { negative_slope: 0.1 } }\n'
             'layer { name: "r" type: "Reshape" bottom: "ip" top: "r" reshape_param { shape { dim: 0 dim: -1 } } }\n'
@@ -201,7 +202,8 @@ def test_unsupported_layer_names_layer_and_type():
 def test_frozen_params_and_phase_rules():
     text = (inp("data", (1, 3, 4, 8, 8)) +
             conv3d("c1", "data", 4, 3, 3, param="param { lr_mult: 0 } param { lr_mult: 0 }") +
-            conv3d("c2", "c1", 4, 3, 3, tp=1, p=1, param="param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }") +
+            conv3d("c2", "c1", 4, 3, 3, tp=1, p=1,
+                   param="param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }") +
             'layer { name: "x" type: "ReLU" bottom: "c2" top: "c2" include { phase: TRAIN } }\n')
     net = TorchNet(text, "TEST")
     assert [s[1:4] for s in net.param_specs] == [(0.0, 1.0, "c1"), (0.0, 1.0, "c1"),

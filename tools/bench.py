@@ -63,7 +63,7 @@ def caffe_forward(net_path: Path, shape, iters: int):
 
 def teacher_rate(frames: np.ndarray):
     """Flow frames/s of the Brox teacher on consecutive frames, one process."""
-    from data_prep.teacher import brox_flow  # noqa: PLC0415
+    from data_prep.teacher import brox_flow
     t0 = time.perf_counter()
     for t in range(len(frames) - 1):
         brox_flow(frames[t], frames[t + 1])
@@ -72,8 +72,8 @@ def teacher_rate(frames: np.ndarray):
 
 def torch_rates(net_path: Path, shape, iters: int):
     try:
-        from torch_runtime.bench import bench_forward  # noqa: PLC0415
-        import torch  # noqa: PLC0415
+        from torch_runtime.bench import bench_forward
+        import torch
     except ImportError as e:
         return {"note": f"torch runtime not available ({e}); `make setup-torch`"}
     out = {"cpu_fps": bench_forward(str(net_path), shape, "cpu", iters),
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
            "net": str(net_path), "shape": shape,
            "caffe_cpu": {"seconds_per_clip": t, "fps": frames_per_clip / t}}
     rng = np.random.default_rng(0)
-    from data_prep.synthetic import make_scene  # noqa: PLC0415
+    from data_prep.synthetic import make_scene
     frames = make_scene(rng, frames=shape[2] + 1, height=shape[3], width=shape[4]).frames
     print("[bench] Brox teacher on the same frame size")
     fps, note = teacher_rate(frames)
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     print("[bench] PyTorch runtime")
     res["torch"] = torch_rates(net_path, shape, a.iters)
     if not a.no_data:
-        from data_prep import bench as data_bench  # noqa: PLC0415
+        from data_prep import bench as data_bench
         print("[bench] data tools (data_prep.bench)")
         res["data"] = data_bench.run(a.out)
     md = [f"# Benchmarks ({time.strftime('%Y-%m-%d %H:%M')})", "",

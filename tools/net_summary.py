@@ -27,13 +27,13 @@ def _shape_arg(s: str) -> tuple:
 
 
 def summarize(net_path, phase="TEST", input_shapes=None) -> str:
-    from models.validate import load_net  # noqa: PLC0415
+    from models.validate import load_net
     net = load_net(net_path)
-    from models.v2v import BY_KEY  # noqa: PLC0415
+    from models.v2v import BY_KEY
     v2v_net = net.name in BY_KEY and not BY_KEY[net.name].arch.endswith("_up")
     for v in (input_shapes or {}).values():
         if v2v_net and len(v) == 5:  # our V2V nets: L % 8, H, W % 16 (decoder must meet skips)
-            from models.validate import check_input_size  # noqa: PLC0415
+            from models.validate import check_input_size
             check_input_size(*v[2:], where=f"{net_path}: --input {shapes.fmt(v)}")
     infos = validate_net(net, net_path, phase, input_shapes)
     rows = [("layer", "type", "output", "params", "MFLOPs")]

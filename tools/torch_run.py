@@ -44,10 +44,10 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true")
     a = ap.parse_args(argv)
     try:
-        import torch  # noqa: PLC0415
+        import torch
 
-        from torch_runtime import load_caffemodel  # noqa: PLC0415
-        from torch_runtime.runtime import RunOptions  # noqa: PLC0415
+        from torch_runtime import load_caffemodel
+        from torch_runtime.runtime import RunOptions
     except ImportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -61,9 +61,9 @@ def main(argv=None) -> int:
             raise ValueError("give --input or --shape")
         if x.ndim != 5:
             raise ValueError(f"input must be 5D (N,C,L,H,W), got {x.shape}")
-        from models import validate  # noqa: PLC0415
+        from models import validate
         validate.check_input_size(*x.shape[2:], where=str(a.input or f"--shape {a.shape}"))
-        from torch_runtime.bench import _net_with_shape  # noqa: PLC0415
+        from torch_runtime.bench import _net_with_shape
         bs = min(a.batch, x.shape[0])
         net = _net_with_shape(a.net, (bs,) + x.shape[1:])
         if a.weights:

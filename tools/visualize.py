@@ -55,7 +55,7 @@ def to_rgb_u8(img) -> np.ndarray:
 def flow_to_color(flow, max_flow: float | None = None) -> np.ndarray:
     """Middlebury colour wheel (Baker et al.) for flow (H, W, 2); the wheel is shared with
     data_prep's Sintel tools."""
-    from data_prep.flowviz import flow_to_color as f2c  # noqa: PLC0415
+    from data_prep.flowviz import flow_to_color as f2c
     return f2c(flow, max_flow)
 
 

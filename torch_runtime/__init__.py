@@ -27,7 +27,7 @@ class TorchMissing(ImportError):
 
 def require_torch():
     try:
-        import torch  # noqa: PLC0415
+        import torch
     except ImportError as e:
         raise TorchMissing(f"{TORCH_HINT} ({e})") from e
     return torch

@@ -44,7 +44,7 @@ def build(prototxt, shape, device="cpu", precision=None, channels_last=None, com
 
 
 def _net_with_shape(prototxt, shape):
-    from .net import read_net_param  # noqa: PLC0415
+    from .net import read_net_param
     npm = read_net_param(prototxt)
     names = [t for lp in npm.layer if lp.type == "Input" for t in lp.top] or list(npm.input)
     if not names:

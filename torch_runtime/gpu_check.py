@@ -80,10 +80,10 @@ def check_net(path, shape, rows) -> bool:
 
 
 def check_train_step(path, shape, rows) -> bool:
-    from .net import TorchNet  # noqa: PLC0415
-    from .parity import guess_label_shape, random_inputs, with_input_layers  # noqa: PLC0415
-    from .net import read_net_param  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
+    from .net import TorchNet
+    from .parity import guess_label_shape, random_inputs, with_input_layers
+    from .net import read_net_param
+    import numpy as np
     npm = read_net_param(path)
     shapes = {"data": shape, "label": guess_label_shape(npm, "TRAIN", shape)}
     fed = with_input_layers(npm, "TRAIN", shapes)
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     shape = tuple(int(s) for s in a.shape.split(","))
     rows, ok = [], True
     for path in sorted(glob.glob(a.nets)):
-        from .net import read_net_param  # noqa: PLC0415
+        from .net import read_net_param
         npm = read_net_param(path)
         c = next((int(lp.input_param.shape[0].dim[1]) for lp in npm.layer if lp.type == "Input"), shape[1])
         ok &= check_net(path, (shape[0], c) + shape[2:], rows)

@@ -30,7 +30,7 @@ class UnsupportedLayer(ValueError):
 
 
 def _pb2():
-    from models.engine import pb2  # noqa: PLC0415
+    from models.engine import pb2
     return pb2()
 
 
@@ -138,7 +138,7 @@ def _set_up(layer, lp, bshapes) -> list:
         return layer.top_shapes(bshapes)
     except LayerError:
         raise
-    except Exception as e:  # noqa: BLE001 - name the layer
+    except Exception as e:
         raise LayerError(lp, f"set-up with bottoms {bshapes} failed: {e}") from e
 
 

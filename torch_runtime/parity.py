@@ -239,7 +239,7 @@ def decision_flips(cnet, tnet, tout) -> int:
     near a ReLU kink or a max-pool tie). One flip changes the gradient of everything
     upstream by far more than rounding: a gradient comparison is only meaningful
     without flips (the tests then draw another seed)."""
-    import torch.nn.functional as F  # noqa: PLC0415
+    import torch.nn.functional as F
     n = 0
     for key, bottoms, tops, _ in tnet.plan:
         layer = tnet.layers[key]
