@@ -225,7 +225,7 @@ def work_video(item: str, payload, length: int, stride: int, height: int, width:
     return clips
 
 
-def main(argv=None):
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m data_prep.gatech", description=__doc__.split("\n\n")[0],
         epilog=__doc__[__doc__.index("Dataset:"):] + """
@@ -250,9 +250,10 @@ examples:
     ap.add_argument("--out", help="database folder (default data/db/gatech/<split>)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--shard", help="k/N (see python -m data_prep.db merge)")
-    a = ap.parse_args(argv)
-    if sum(map(bool, (a.root, a.list, a.c3d_bins))) != 1:
-        ap.error("give exactly one of --root, --list and --c3d-bins")
+    return ap
+
+
+def _videos(a) -> list:
     if a.c3d_bins:
         vids = bins_from_list(Path(a.c3d_bins).expanduser(), a.bin_channels == "bgr")
     elif a.list:
@@ -264,13 +265,27 @@ examples:
         vids = videos_from_tree(root, a.split, a.videos)
     if not vids:
         raise SystemExit("error: no videos found")
-    colors = None
-    if a.label_colors:
-        raw = json.loads(Path(a.label_colors).read_text())
-        colors = {}
-        for k, v in raw.items():
-            r, g, b = (int(x) for x in k.split(","))
-            colors[(r << 16) | (g << 8) | b] = int(v)
+    return vids
+
+
+def _label_colors(path) -> dict | None:
+    """--label-colors: {"r,g,b": class} → {packed rgb: class}."""
+    if not path:
+        return None
+    colors = {}
+    for k, v in json.loads(Path(path).read_text()).items():
+        r, g, b = (int(x) for x in k.split(","))
+        colors[(r << 16) | (g << 8) | b] = int(v)
+    return colors
+
+
+def main(argv=None):
+    ap = _parser()
+    a = ap.parse_args(argv)
+    if sum(map(bool, (a.root, a.list, a.c3d_bins))) != 1:
+        ap.error("give exactly one of --root, --list and --c3d-bins")
+    vids = _videos(a)
+    colors = _label_colors(a.label_colors)
     stride = a.stride or (1 if a.split == "train" else 16)
     out = Path(a.out) if a.out else db_path("gatech", a.split)
     params = {"length": a.length, "stride": stride, "height": a.height, "width": a.width,

@@ -107,7 +107,7 @@ def fields_for(task: str, length: int, height: int, width: int) -> dict:
     return f
 
 
-def main(argv=None):
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m data_prep.ucf101", description=__doc__.split("\n\n")[0],
         epilog=__doc__[__doc__.index("Input layout"):] + """
@@ -137,7 +137,11 @@ examples:
                     help="OpenCV CUDA Brox (the paper's implementation) instead of the CPU teacher; "
                          "only when this OpenCV has cv2.cuda.BroxOpticalFlow (no pip wheel does)")
     ap.add_argument("--limit", type=int, help="only the first N videos of the list (a quick try)")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def _videos(a) -> tuple[Path, list]:
+    """The split list and its videos [(relative name, path or None)]."""
     root = Path(a.root).expanduser()
     if not root.is_dir():
         raise SystemExit(f"error: --root {root} is not a folder")
@@ -154,6 +158,12 @@ examples:
     missing = sum(p is None for _, p in vids)
     if missing == len(vids):
         raise SystemExit(f"error: none of the {len(vids)} videos of {lst} is under {root}")
+    return lst, vids
+
+
+def main(argv=None):
+    a = _parser().parse_args(argv)
+    lst, vids = _videos(a)
     out = Path(a.out) if a.out else db_path(f"ucf101_{a.task}", a.split)
     params = {"task": a.task, "length": a.length, "stride": a.stride, "height": a.height,
               "width": a.width, "list": lst.name, "videos": len(vids)}

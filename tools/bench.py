@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -84,7 +85,7 @@ def torch_rates(net_path: Path, shape, iters: int):
     return out
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--net", type=Path, help="deploy prototxt (default: the V2V segmentation deploy net)")
@@ -92,7 +93,57 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--out", type=Path, default=RUNS / "bench")
     ap.add_argument("--no-data", action="store_true", help="skip the data-tool benchmark")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def measure(net_path: Path, shape: tuple, iters: int, out: Path, data: bool) -> dict:
+    """Caffe, the Brox teacher on the same frames, the PyTorch runtime (and the data tools)."""
+    print(f"[bench] Caffe CPU forward of {net_path.name} at {shape} ({iters} iterations)")
+    t, layers = caffe_forward(net_path, shape, iters)
+    res = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+           "net": str(net_path), "shape": shape, "layers": layers,
+           "caffe_cpu": {"seconds_per_clip": t, "fps": shape[0] * shape[2] / t}}
+    from data_prep.synthetic import make_scene
+    frames = make_scene(np.random.default_rng(0), frames=shape[2] + 1, height=shape[3], width=shape[4]).frames
+    print("[bench] Brox teacher on the same frame size")
+    fps, note = teacher_rate(frames)
+    res["teacher"] = {"fps": fps, "note": note}
+    print("[bench] PyTorch runtime")
+    res["torch"] = torch_rates(net_path, shape, iters)
+    if data:
+        from data_prep import bench as data_bench
+        print("[bench] data tools (data_prep.bench)")
+        res["data"] = data_bench.run(out)
+    return res
+
+
+def report(res: dict, iters: int) -> list[str]:
+    """The markdown of bench.md."""
+    shape, t, tr = res["shape"], res["caffe_cpu"]["seconds_per_clip"], res["torch"]
+    fpc, fps, note = shape[0] * shape[2], res["teacher"]["fps"], res["teacher"]["note"]
+    md = [f"# Benchmarks ({time.strftime('%Y-%m-%d %H:%M')})", "",
+          f"Machine: {res['machine']}. Net: `{Path(res['net']).name}`, input {'×'.join(map(str, shape))}.", "",
+          "| what | seconds / clip | frames/s | note |", "|---|---|---|---|",
+          f"| V2V forward, Caffe CPU (this engine) | {t:.3f} | {fpc / t:.1f} | median of {iters} |",
+          f"| Brox teacher (CPU), same frames | {shape[2] / fps:.3f} | {fps:.1f} | {note} |"]
+    if "cpu_fps" in tr:
+        md.append(f"| V2V forward, PyTorch {tr['torch']} CPU | {fpc / tr['cpu_fps']:.3f} | "
+                  f"{tr['cpu_fps']:.1f} | {tr['threads']} threads |")
+    if "gpu_fps" in tr:
+        md.append(f"| V2V forward, PyTorch GPU ({tr['gpu']}) | {fpc / tr['gpu_fps']:.4f} | {tr['gpu_fps']:.1f} | |")
+    r = (fpc / t) / fps
+    md += ["", f"V2V (Caffe CPU) / Brox teacher (CPU): **{r:.2f}×** "
+               f"({'V2V faster' if r >= 1 else 'teacher faster'}; the paper reports 70× on a K40 GPU)."]
+    if "cpu_fps" in tr:
+        md.append(f"PyTorch CPU / Caffe CPU on the same net: **{tr['cpu_fps'] / (fpc / t):.2f}×**.")
+    if "note" in tr:
+        md.append(f"PyTorch: {tr['note']}")
+    md += ["", "Per-layer forward times (Caffe, ms):", "", "| layer | type | ms |", "|---|---|---|"]
+    return md + [f"| {n} | {ty} | {ms:.1f} |" for n, ty, ms in res["layers"] if ms >= 0.05]
+
+
+def main(argv=None) -> int:
+    a = _parser().parse_args(argv)
     net_path = a.net or default_net()
     shape = tuple(int(x) for x in a.shape.split(","))
     try:
@@ -102,47 +153,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     a.out.mkdir(parents=True, exist_ok=True)
-    frames_per_clip = shape[0] * shape[2]
-    print(f"[bench] Caffe CPU forward of {net_path.name} at {a.shape} ({a.iters} iterations)")
-    t, layers = caffe_forward(net_path, shape, a.iters)
-    res = {"machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
-           "net": str(net_path), "shape": shape,
-           "caffe_cpu": {"seconds_per_clip": t, "fps": frames_per_clip / t}}
-    rng = np.random.default_rng(0)
-    from data_prep.synthetic import make_scene
-    frames = make_scene(rng, frames=shape[2] + 1, height=shape[3], width=shape[4]).frames
-    print("[bench] Brox teacher on the same frame size")
-    fps, note = teacher_rate(frames)
-    res["teacher"] = {"fps": fps, "note": note}
-    print("[bench] PyTorch runtime")
-    res["torch"] = torch_rates(net_path, shape, a.iters)
-    if not a.no_data:
-        from data_prep import bench as data_bench
-        print("[bench] data tools (data_prep.bench)")
-        res["data"] = data_bench.run(a.out)
-    md = [f"# Benchmarks ({time.strftime('%Y-%m-%d %H:%M')})", "",
-          f"Machine: {res['machine']}. Net: `{net_path.name}`, input {'×'.join(map(str, shape))}.", "",
-          "| what | seconds / clip | frames/s | note |", "|---|---|---|---|",
-          f"| V2V forward, Caffe CPU (this engine) | {t:.3f} | {frames_per_clip / t:.1f} | median of {a.iters} |"]
-    md.append(f"| Brox teacher (CPU), same frames | {shape[2] / fps:.3f} | {fps:.1f} | {note} |")
-    tr = res["torch"]
-    if "cpu_fps" in tr:
-        md.append(f"| V2V forward, PyTorch {tr['torch']} CPU | {frames_per_clip / tr['cpu_fps']:.3f} | "
-                  f"{tr['cpu_fps']:.1f} | {tr['threads']} threads |")
-    if "gpu_fps" in tr:
-        md.append(f"| V2V forward, PyTorch GPU ({tr['gpu']}) | {frames_per_clip / tr['gpu_fps']:.4f} | "
-                  f"{tr['gpu_fps']:.1f} | |")
-    md.append("")
-    r = (frames_per_clip / t) / fps
-    md.append(f"V2V (Caffe CPU) / Brox teacher (CPU): **{r:.2f}×** "
-              f"({'V2V faster' if r >= 1 else 'teacher faster'}; the paper reports 70× on a K40 GPU).")
-    if "cpu_fps" in tr:
-        md.append(f"PyTorch CPU / Caffe CPU on the same net: **{tr['cpu_fps'] / (frames_per_clip / t):.2f}×**.")
-    if "note" in tr:
-        md.append(f"PyTorch: {tr['note']}")
-    md += ["", "Per-layer forward times (Caffe, ms):", "", "| layer | type | ms |", "|---|---|---|"]
-    md += [f"| {n} | {ty} | {ms:.1f} |" for n, ty, ms in layers if ms >= 0.05]
-    res["layers"] = layers
+    res = measure(net_path, shape, a.iters, a.out, not a.no_data)
+    md = report(res, a.iters)
     (a.out / "bench.md").write_text("\n".join(md) + "\n")
     (a.out / "bench.json").write_text(json.dumps(res, indent=2, default=str))
     print("\n".join(md[:14]))

@@ -29,7 +29,7 @@ def read_input(path: Path) -> np.ndarray:
     raise ValueError(f"{path}: give a .npy or C3D .bin file")
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m tools.torch_run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--net", required=True, type=Path, help="deploy prototxt")
@@ -42,55 +42,74 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", choices=["fp32", "tf32", "bf16"])
     ap.add_argument("--no-channels-last", action="store_true")
     ap.add_argument("--compile", action="store_true")
-    a = ap.parse_args(argv)
-    try:
-        import torch
+    return ap
 
-        from torch_runtime import load_caffemodel
-        from torch_runtime.runtime import RunOptions
-    except ImportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        if a.input:
-            x = read_input(a.input)
-        elif a.shape:
-            x = np.random.default_rng(0).standard_normal(
-                tuple(int(s) for s in a.shape.split(","))).astype(np.float32)
-        else:
-            raise ValueError("give --input or --shape")
-        if x.ndim != 5:
-            raise ValueError(f"input must be 5D (N,C,L,H,W), got {x.shape}")
-        from models import validate
-        validate.check_input_size(*x.shape[2:], where=str(a.input or f"--shape {a.shape}"))
-        from torch_runtime.bench import _net_with_shape
-        bs = min(a.batch, x.shape[0])
-        net = _net_with_shape(a.net, (bs,) + x.shape[1:])
-        if a.weights:
-            copied = load_caffemodel(net, a.weights, strict=True)
-            print(f"[torch_run] {a.weights}: {len(copied)} layers")
-        device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        cuda = device.startswith("cuda")
-        opts = RunOptions(device=device, precision=a.precision or ("bf16" if cuda else "fp32"),
-                          channels_last=cuda and not a.no_channels_last, compile=a.compile)
-        net.eval()
-        model = opts.prepare(net)
-    except (ValueError, RuntimeError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+def _clips(a) -> np.ndarray:
+    """The input clips (N,C,L,H,W), checked against V2V's size rule."""
+    if a.input:
+        x = read_input(a.input)
+    elif a.shape:
+        x = np.random.default_rng(0).standard_normal(tuple(int(s) for s in a.shape.split(","))).astype(np.float32)
+    else:
+        raise ValueError("give --input or --shape")
+    if x.ndim != 5:
+        raise ValueError(f"input must be 5D (N,C,L,H,W), got {x.shape}")
+    from models import validate
+    validate.check_input_size(*x.shape[2:], where=str(a.input or f"--shape {a.shape}"))
+    return x
+
+
+def _model(a, input_shape):
+    """(net, options, prepared module) for the deploy net at ``input_shape``."""
+    import torch
+
+    from torch_runtime import load_caffemodel
+    from torch_runtime.bench import _net_with_shape
+    from torch_runtime.runtime import RunOptions
+    net = _net_with_shape(a.net, input_shape)
+    if a.weights:
+        copied = load_caffemodel(net, a.weights, strict=True)
+        print(f"[torch_run] {a.weights}: {len(copied)} layers")
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.startswith("cuda")
+    opts = RunOptions(device=device, precision=a.precision or ("bf16" if cuda else "fp32"),
+                      channels_last=cuda and not a.no_channels_last, compile=a.compile)
+    net.eval()
+    return net, opts, opts.prepare(net)
+
+
+def _run(net, opts, model, x: np.ndarray, bs: int) -> dict:
+    import torch
     outs: dict[str, list] = {}
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, x.shape[0], bs):
-            chunk = x[i:i + bs]
             with opts.autocast():
-                res = model(opts.batch({net.input_names[0]: torch.from_numpy(chunk)}))
+                res = model(opts.batch({net.input_names[0]: torch.from_numpy(x[i:i + bs])}))
             for k, v in res.items():
                 outs.setdefault(k, []).append(v.float().cpu().numpy())
     dt = time.perf_counter() - t0
-    frames = x.shape[0] * x.shape[2]
-    print(f"[torch_run] {x.shape[0]} clip(s) on {opts.device}: {dt:.3f} s, {frames / dt:.1f} frames/s")
-    arrays = {k: np.concatenate(v) for k, v in outs.items()}
+    print(f"[torch_run] {x.shape[0]} clip(s) on {opts.device}: {dt:.3f} s, "
+          f"{x.shape[0] * x.shape[2] / dt:.1f} frames/s")
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def main(argv=None) -> int:
+    a = _parser().parse_args(argv)
+    try:
+        import torch  # noqa: F401 - a clear error without the runtime's dependency
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        x = _clips(a)
+        bs = min(a.batch, x.shape[0])
+        net, opts, model = _model(a, (bs,) + x.shape[1:])
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    arrays = _run(net, opts, model, x, bs)
     for k, v in arrays.items():
         print(f"  {k}: {v.shape} mean {v.mean():.4g}")
     if a.out:
