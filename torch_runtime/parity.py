@@ -66,15 +66,7 @@ def guess_label_shape(npm, phase, data_shape):
     """(N, c, L, H, W): c = 1 for class labels (SoftmaxWithLoss / Accuracy), else the
     num_output of the last convolution (regression targets at full resolution)."""
     cons = _consumers(npm, "label", phase)
-    if any(lp.type in ("SoftmaxWithLoss", "Accuracy") for lp in cons):
-        c = 1
-    else:
-        c = None
-        for lp in npm.layer:
-            if lp.type in ("Convolution3D", "Deconvolution3D") and layer_included(lp, phase):
-                c = lp.convolution3d_param.num_output
-            elif lp.type in ("Convolution", "Deconvolution") and layer_included(lp, phase):
-                c = lp.convolution_param.num_output
+    c = 1 if any(lp.type in ("SoftmaxWithLoss", "Accuracy") for lp in cons) else _num_classes(npm, phase)
     return (data_shape[0], c) + tuple(data_shape[2:])
 
 
@@ -126,6 +118,7 @@ def random_inputs(npm, phase, shapes, rng):
 
 
 def _num_classes(npm, phase):
+    """num_output of the net's last convolution (None without one)."""
     c = None
     for lp in npm.layer:
         if lp.type in ("Convolution3D", "Deconvolution3D") and layer_included(lp, phase):
