@@ -1,5 +1,9 @@
-"""Clip sampling without Caffe: the param_str schema of ``ClipDataLayer`` and its sampler.
+"""Clip sampling and preparation without Caffe: the param_str schema of ``ClipDataLayer``,
+its sampler and the one clip preparation every path shares.
 
+``ClipPrep`` turns raw frames (uint8 RGB) and a crop window into the net input, and raw
+targets into the label blob: the data layer (through ``ClipSource``), tools.evaluate and
+tools.predict all prepare clips with it, so a net sees the same input whichever runs it.
 ``ClipSource(params)`` yields (data, label) batches from a clip database exactly as the
 Caffe data layer ``data_prep.layers.ClipDataLayer`` does (it wraps this class); tools and
 the PyTorch runtime use it directly, so none of them needs pycaffe. The parameters and
@@ -18,27 +22,44 @@ from data_prep.db import ClipDB, DBError, manifest
 from models.paths import resolve_repo_path
 
 TASKS = ("seg", "flow", "color")
+TARGET = {"seg": "label", "flow": "flow", "color": "frames"}   # database field of the label
 KEYS = {"db", "task", "batch_size", "crop", "length", "mirror", "train", "mean", "scale",
         "flow_scale", "seed", "channels", "prefetch"}
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def parse_params(param_str: str) -> dict:
+def _decode(params: str | dict) -> dict:
+    if isinstance(params, dict):
+        return params
     try:
-        p = json.loads(param_str) if param_str and param_str.strip() else {}
+        p = json.loads(params) if params and params.strip() else {}
     except ValueError as e:
-        raise ValueError(f"ClipDataLayer param_str is not JSON ({e}): {param_str!r}") from None
+        raise ValueError(f"ClipDataLayer param_str is not JSON ({e}): {params!r}") from None
     if not isinstance(p, dict):
-        raise ValueError(f"ClipDataLayer param_str must be a JSON object, got {param_str!r}")
+        raise ValueError(f"ClipDataLayer param_str must be a JSON object, got {params!r}")
+    return p
+
+
+def parse_params(params: str | dict) -> dict:
+    """A ClipDataLayer param_str (JSON text, or already decoded), checked and completed with
+    the defaults."""
+    p = _decode(params)
+    out = complete_params(p)
+    if "db" not in p:
+        raise ValueError("ClipDataLayer: param_str needs \"db\" (a database folder)")
+    return {"db": str(p["db"]), **out}
+
+
+def complete_params(p: dict) -> dict:
+    """Every parameter but ``db``, checked, with the data layer's defaults: what ClipPrep
+    reads (a tool preparing clips without a database passes e.g. just {"task": ...})."""
     unknown = set(p) - KEYS
     if unknown:
         raise ValueError(f"ClipDataLayer: unknown key(s) {sorted(unknown)}; known: {sorted(KEYS)}")
-    if "db" not in p:
-        raise ValueError("ClipDataLayer: param_str needs \"db\" (a database folder)")
     task = p.get("task")
     if task not in TASKS:
         raise ValueError(f"ClipDataLayer: task must be one of {TASKS}, got {task!r}")
-    out = {"db": str(p["db"]), "task": task, "batch_size": int(p.get("batch_size", 1)),
+    out = {"task": task, "batch_size": int(p.get("batch_size", 1)),
            "crop": None if p.get("crop") is None else int(p["crop"]),
            "length": None if p.get("length") is None else int(p["length"]),
            "mirror": bool(p.get("mirror", False)), "train": bool(p.get("train", False)),
@@ -58,8 +79,8 @@ def _geometry(p: dict, man: dict, db: Path):
     if "frames" not in fields:
         raise ValueError(f"database {db} has no frames field")
     _, ls, h, w = fields["frames"]["shape"]
-    need = {"seg": "label", "flow": "flow", "color": None}[p["task"]]
-    if need and need not in fields:
+    need = TARGET[p["task"]]
+    if need not in fields:
         raise ValueError(f"database {db} (task {man.get('task')}) has no {need} field: it cannot "
                          f"feed task {p['task']!r}")
     length = p["length"] or ls
@@ -87,12 +108,105 @@ def load_manifest(p: dict):
         raise ValueError(str(e)) from None
 
 
+class ClipPrep:
+    """The test- and train-time preparation of one clip, as the data layer defines it.
+
+    ``p``: the data layer's parameters (parse_params or complete_params: task, mean, scale,
+    channels, flow_scale). The clips have ``length`` frames of ``frames_hw`` and are cut to
+    ``crop_hw`` (default: whole frames); ``stored_length`` is the stored clip length of a
+    database (a per-voxel mean may have it; default ``length``). The mean is loaded and
+    checked here, once.
+    """
+
+    def __init__(self, p: dict, length: int, frames_hw: tuple[int, int],
+                 crop_hw: tuple[int, int] | None = None, stored_length: int | None = None):
+        self.task, self.channels, self.scale = p["task"], p["channels"], p["scale"]
+        self.flow_scale = p["flow_scale"]
+        self.length, self.stored_length = length, stored_length or length
+        self.h, self.w = frames_hw
+        self.ch, self.cw = crop_hw or frames_hw
+        self.centre = ((self.h - self.ch) // 2, (self.w - self.cw) // 2)   # test-time window
+        self.mean = None if p["mean"] is None else self._load_mean(resolve_repo_path(p["mean"]))
+
+    def _load_mean(self, path: Path) -> np.ndarray:
+        """(C,1,1,1) per channel, or (C, L, h', w') per voxel: centre-cropped to the frames
+        when larger (a mean of crop size, or between, is kept and centred on the frames)."""
+        if not path.is_file():
+            raise ValueError(f"mean file {path} not found (make one with python -m data_prep.mean, "
+                             f"or convert C3D's with tools.convert_c3d)")
+        a = np.load(path).astype(np.float32)
+        c = 1 if self.task == "color" else 3
+        if a.ndim == 1:
+            if a.shape[0] != c:
+                raise ValueError(f"mean {path}: shape {a.shape}, task {self.task} needs ({c},)")
+            return a.reshape(c, 1, 1, 1)
+        if a.ndim == 5 and a.shape[0] == 1:
+            a = a[0]
+        if a.ndim != 4 or a.shape[0] != c:
+            raise ValueError(f"mean {path}: shape {a.shape}, expected ({c},) or ({c}, L, H, W)")
+        if a.shape[1] not in (self.length, self.stored_length):
+            raise ValueError(f"mean {path}: length {a.shape[1]}, the clips have {self.length} "
+                             f"(stored {self.stored_length})")
+        mh, mw = a.shape[2:]
+        if mh < self.ch or mw < self.cw:
+            raise ValueError(f"mean {path}: {mh}x{mw} is smaller than the crop {self.ch}x{self.cw}")
+        y0, x0 = max(0, (mh - self.h) // 2), max(0, (mw - self.w) // 2)
+        return np.ascontiguousarray(a[:, :, y0:y0 + min(mh, self.h), x0:x0 + min(mw, self.w)])
+
+    def _crop(self, a: np.ndarray, y0: int, x0: int) -> np.ndarray:
+        return a[:, :, y0:y0 + self.ch, x0:x0 + self.cw]
+
+    def _mean_at(self, y0: int, x0: int, t0: int) -> np.ndarray:
+        """The mean under the crop window at (y0, x0) of frames t0.. of the stored clip
+        (Caffe/C3D's transformer takes the same offset in the mean as in the frames)."""
+        m = self.mean
+        if m.shape[1:] == (1, 1, 1):       # per channel
+            return m
+        if m.shape[1] == self.stored_length:
+            m = m[:, t0:t0 + self.length]
+        mh, mw = m.shape[2:]
+        oy = min(max(y0 - (self.h - mh) // 2, 0), mh - self.ch)
+        ox = min(max(x0 - (self.w - mw) // 2, 0), mw - self.cw)
+        return m[:, :, oy:oy + self.ch, ox:ox + self.cw]
+
+    def input(self, frames: np.ndarray, y0: int, x0: int, flip: bool = False, t0: int = 0) -> np.ndarray:
+        """Frames (3, L, H, W) uint8 RGB → the net input (C, L, h, w) float32: the crop at
+        (y0, x0), gray (colour task) or in the channel order, minus the mean, × scale,
+        mirrored if ``flip``. t0: where the clip starts in its stored clip (for the mean)."""
+        f = self._crop(frames, y0, x0).astype(np.float32)
+        if self.task == "color":
+            x = np.tensordot(LUMA, f, axes=(0, 0))[None]
+        else:
+            x = f[::-1] if self.channels == "bgr" else f
+        if self.mean is not None:
+            x = x - self._mean_at(y0, x0, t0)
+        if self.scale != 1.0:
+            x = x * self.scale
+        if flip:
+            x = x[..., ::-1]
+        return np.ascontiguousarray(x, np.float32)
+
+    def label(self, target: np.ndarray, y0: int, x0: int, flip: bool = False) -> np.ndarray:
+        """The clip's database field TARGET[task] (K, L, H, W) → the label blob (K, L, h, w)
+        float32: seg class ids, flow × flow_scale (u negated when mirrored), colour RGB/255."""
+        y = self._crop(target, y0, x0).astype(np.float32)
+        if self.task == "color":
+            y = y / 255.0
+        elif self.task == "flow":
+            y = y * self.flow_scale
+        if flip:
+            y = y[..., ::-1].copy()
+            if self.task == "flow":
+                y[0] = -y[0]
+        return np.ascontiguousarray(y, np.float32)
+
+
 class ClipSource:
     """Deterministic batches (data, label) from a database: the sampler of ClipDataLayer."""
 
     def __init__(self, params: dict | str):
         # a dict (e.g. a prototxt's param_str already decoded) is checked and completed too
-        self.p = parse_params(params if isinstance(params, str) else json.dumps(params))
+        self.p = parse_params(params)
         self.db_path, man = load_manifest(self.p)
         self.db = ClipDB(self.db_path)
         self.ls, self.h, self.w, self.length, self.ch, self.cw = _geometry(self.p, man, self.db_path)
@@ -100,37 +214,8 @@ class ClipSource:
         self.sub = self.ls // self.length
         self.n = len(self.db) * self.sub          # emitted clips per epoch
         self.rng = np.random.default_rng(self.p["seed"])
-        self.mean = self._load_mean()
+        self.prep = ClipPrep(self.p, self.length, (self.h, self.w), (self.ch, self.cw), self.ls)
         self._order, self._pos = np.arange(self.n), self.n  # new epoch at first draw
-
-    def _load_mean(self):
-        m = self.p["mean"]
-        if m is None:
-            return None
-        path = resolve_repo_path(m)
-        if not path.is_file():
-            raise ValueError(f"mean file {path} not found (make one with python -m data_prep.mean, "
-                             f"or convert C3D's with tools.convert_c3d)")
-        a = np.load(path).astype(np.float32)
-        c = 1 if self.p["task"] == "color" else 3
-        if a.ndim == 1:
-            if a.shape[0] != c:
-                raise ValueError(f"mean {path}: shape {a.shape}, task {self.p['task']} needs ({c},)")
-            return a.reshape(c, 1, 1, 1)
-        if a.ndim == 5 and a.shape[0] == 1:
-            a = a[0]
-        if a.ndim != 4 or a.shape[0] != c:
-            raise ValueError(f"mean {path}: shape {a.shape}, expected ({c},) or ({c}, L, H, W)")
-        if a.shape[1] not in (self.length, self.ls):
-            raise ValueError(f"mean {path}: length {a.shape[1]}, the clips have {self.length} "
-                             f"(stored {self.ls})")
-        mh, mw = a.shape[2:]
-        if mh < self.h or mw < self.w:
-            if mh < self.ch or mw < self.cw:
-                raise ValueError(f"mean {path}: {mh}x{mw} is smaller than the crop {self.ch}x{self.cw}")
-            # a mean of crop size (or between): centre it; the crop then uses the mean's centre.
-        y0, x0 = max(0, (mh - self.h) // 2), max(0, (mw - self.w) // 2)
-        return np.ascontiguousarray(a[:, :, y0:y0 + min(mh, self.h), x0:x0 + min(mw, self.w)])
 
     # -- order
     def _next_index(self) -> int:
@@ -142,46 +227,24 @@ class ClipSource:
         return i
 
     # -- one clip
+    def record(self, j: int) -> tuple[dict, int]:
+        """Emitted clip j → (its stored record {field: array}, its first frame in it)."""
+        return self.db[j // self.sub], (j % self.sub) * self.length
+
+    def frames(self, j: int) -> np.ndarray:
+        """The raw frames (3, L, h, w) uint8 RGB that the test-time input of clip j shows."""
+        rec, t0 = self.record(j)
+        y0, x0 = self.prep.centre
+        return rec["frames"][:, t0:t0 + self.length, y0:y0 + self.ch, x0:x0 + self.cw]
+
     def clip(self, j: int, rng_draws=None):
         """Emitted clip j (0 <= j < n) → (data (C,L,h,w), label (K,L,h,w)) float32.
         rng_draws: (y0, x0, mirror) or None for the test-time centre crop."""
-        rec = self.db[j // self.sub]
-        t0 = (j % self.sub) * self.length
-        frames = rec["frames"][:, t0:t0 + self.length]           # (3, L, H, W) uint8
-        if rng_draws is None:
-            y0, x0, flip = (self.h - self.ch) // 2, (self.w - self.cw) // 2, False
-        else:
-            y0, x0, flip = rng_draws
-        sl = (slice(None), slice(None), slice(y0, y0 + self.ch), slice(x0, x0 + self.cw))
-        f = frames[sl].astype(np.float32)
-        task = self.p["task"]
-        if task == "color":
-            x = np.tensordot(LUMA, f, axes=(0, 0))[None]
-            y = f / 255.0
-        else:
-            x = f[::-1] if self.p["channels"] == "bgr" else f
-            if task == "seg":
-                y = rec["label"][:, t0:t0 + self.length][sl].astype(np.float32)
-            else:
-                y = rec["flow"][:, t0:t0 + self.length][sl].astype(np.float32) * self.p["flow_scale"]
-        if self.mean is not None:
-            m = self.mean
-            if m.shape[-1] > 1:  # per voxel
-                if m.shape[1] == self.ls:
-                    m = m[:, t0:t0 + self.length]
-                mh, mw = m.shape[2:]
-                oy, ox = y0 - (self.h - mh) // 2, x0 - (self.w - mw) // 2
-                oy = min(max(oy, 0), mh - self.ch)
-                ox = min(max(ox, 0), mw - self.cw)
-                m = m[:, :, oy:oy + self.ch, ox:ox + self.cw]
-            x = x - m
-        if self.p["scale"] != 1.0:
-            x = x * self.p["scale"]
-        if flip:
-            x, y = x[..., ::-1], y[..., ::-1].copy()
-            if task == "flow":
-                y[0] = -y[0]
-        return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.float32)
+        rec, t0 = self.record(j)
+        y0, x0, flip = (*self.prep.centre, False) if rng_draws is None else rng_draws
+        span = slice(t0, t0 + self.length)
+        x = self.prep.input(rec["frames"][:, span], y0, x0, flip, t0)
+        return x, self.prep.label(rec[TARGET[self.p["task"]]][:, span], y0, x0, flip)
 
     def skip(self, batches: int) -> None:
         """Advance as if ``batches`` batches had been drawn, loading nothing: the same

@@ -39,7 +39,9 @@ Tops:
   color (N,3,L,H,W) RGB in [0, 1].
 
 ``ClipDataLayer.infer_top_shapes(param_str)`` gives the top shapes from the manifest alone.
-``ClipSource(params)`` is the same sampler without Caffe, for tools and the torch runtime.
+``ClipSource(params)`` is the same sampler without Caffe, for tools and the torch runtime;
+``ClipPrep`` (data_prep.clips) is its preparation of one clip, which tools.evaluate and
+tools.predict use too.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The paper's metrics, as plain NumPy (design.md §2).
+"""The paper's metrics, as plain NumPy (docs/fidelity.md, "Metrics and test protocols").
 
 - segmentation: pixel accuracy over scored voxels (void / ignored labels excluded), plus
   per-class accuracy and mean IoU, all from one confusion matrix;

@@ -74,7 +74,8 @@ def test_seg_void_kept_and_mirrored_label(caffe, tmp_path):
 
 def test_mean_and_scale_follow_the_crop(caffe, tmp_path):
     coord_db(tmp_path / "db", "flow", n=2, L=4, H=16, W=20)
-    mean = np.random.default_rng(0).uniform(0, 50, (3, 4, 18, 22)).astype(np.float32)  # larger: centre-cropped
+    # larger than the frames: centre-cropped
+    mean = np.random.default_rng(0).uniform(0, 50, (3, 4, 18, 22)).astype(np.float32)
     np.save(tmp_path / "mean.npy", mean)
     p = {"db": str(tmp_path / "db"), "task": "flow", "crop": 8, "mirror": False, "train": True,
          "mean": str(tmp_path / "mean.npy"), "scale": 0.5, "seed": 2}
@@ -101,7 +102,8 @@ def test_color_task_gray_input_rgb_target(caffe, tmp_path):
     x, y = _batches(net, 1)[0]
     assert x.shape == (1, 1, 4, 16, 16) and y.shape == (1, 3, 4, 16, 16)
     assert 0 <= y.min() and y.max() <= 1
-    np.testing.assert_allclose(x[0, 0], (0.299 * y[0, 0] + 0.587 * y[0, 1] + 0.114 * y[0, 2]) * 255, rtol=1e-5, atol=1e-3)
+    gray = (0.299 * y[0, 0] + 0.587 * y[0, 1] + 0.114 * y[0, 2]) * 255
+    np.testing.assert_allclose(x[0, 0], gray, rtol=1e-5, atol=1e-3)
 
 
 def test_seed_repeats_and_differs(caffe, tmp_path):
@@ -118,7 +120,8 @@ def test_infer_top_shapes_matches_forward(caffe, tmp_path):
     from data_prep.layers import ClipDataLayer
     for task in ("seg", "flow", "color"):
         coord_db(tmp_path / task, task, n=2, L=8, H=16, W=20)
-        p = {"db": str(tmp_path / task), "task": task, "batch_size": 3, "crop": 16, "length": 4, "train": True}
+        p = {"db": str(tmp_path / task), "task": task, "batch_size": 3, "crop": 16, "length": 4,
+             "train": True}
         shapes = ClipDataLayer.infer_top_shapes(json.dumps(p))
         net = _net(caffe, tmp_path, p, f"{task}.prototxt")
         net.forward()
@@ -130,7 +133,8 @@ def test_errors_name_the_database(tmp_path):
     from data_prep.layers import ClipDataLayer
     # a relative db resolves against the repo root; a split name no real build uses
     with pytest.raises(ValueError, match=r"database .*data/db/gatech/nosuchsplit not found: build it with "
-                                         r"python -m data_prep.gatech --root <GATECH folder> --split nosuchsplit"):
+                                         r"python -m data_prep.gatech --root <GATECH folder> "
+                                         r"--split nosuchsplit"):
         ClipDataLayer.infer_top_shapes('{"db": "data/db/gatech/nosuchsplit", "task": "seg"}')
     (tmp_path / "half").mkdir()
     with pytest.raises(ValueError, match=r"half is unfinished"):

@@ -54,7 +54,7 @@ def sh(args, log, quiet):
 
 
 def make_raw(raw: Path, n_train: int, n_test: int, seed: int = 0) -> None:
-    from data_prep.synthetic import make_scene, write_gatech_like, write_video  # noqa: PLC0415
+    from data_prep.synthetic import make_scene, write_gatech_like, write_video
     rng = np.random.default_rng(seed)
     H, W = FRAME
 
@@ -89,8 +89,8 @@ DEMO_CHOICES = ("demo-only choices for a schedule of a few hundred iterations: M
 def demo_net_text(net_text: str, db_root: Path, mean: Path | None, scale: float = 1.0) -> str:
     """A generated train_val net with its ClipDataLayers pointed at the demo databases and
     the demo's fillers (see DEMO_CHOICES)."""
-    from google.protobuf import text_format  # noqa: PLC0415
-    from models.engine import pb2  # noqa: PLC0415
+    from google.protobuf import text_format
+    from models.engine import pb2
     net = text_format.Parse(net_text, pb2().NetParameter())
     for layer in net.layer:
         if layer.type in ("Convolution3D", "Deconvolution3D"):
@@ -113,9 +113,10 @@ def demo_net_text(net_text: str, db_root: Path, mean: Path | None, scale: float 
     return text_format.MessageToString(net)
 
 
-def write_nets(out: Path, key, db_root: Path, mean, solver: dict, scale: float = 1.0) -> tuple[Path, Path, Path]:
+def write_nets(out: Path, key, db_root: Path, mean, solver: dict,
+               scale: float = 1.0) -> tuple[Path, Path, Path]:
     """Demo train_val / deploy / solver of a net of models.v2v (a key or a Variant)."""
-    from models.v2v import Variant, build, solver_text, variant  # noqa: PLC0415
+    from models.v2v import Variant, build, solver_text, variant
     v = key if isinstance(key, Variant) else variant(key)
     key = v.key
     d = out / "nets"
@@ -140,8 +141,8 @@ def demo_solver(iters: int) -> dict:
 
 
 def baselines_seg(train_db: Path, test_db: Path) -> dict:
-    from data_prep.db import ClipDB  # noqa: PLC0415
-    from models.metrics import Confusion  # noqa: PLC0415
+    from data_prep.db import ClipDB
+    from models.metrics import Confusion
     tr = ClipDB(train_db)
     hist = np.zeros(256, np.int64)
     for i in range(len(tr)):
@@ -163,8 +164,8 @@ def centre(a):
 
 
 def baselines_flow(train_db: Path, test_db: Path) -> dict:
-    from data_prep.db import ClipDB  # noqa: PLC0415
-    from models.metrics import epe_sum  # noqa: PLC0415
+    from data_prep.db import ClipDB
+    from models.metrics import epe_sum
     tr = ClipDB(train_db)
     mean = np.mean([tr[i]["flow"].astype(np.float64).mean(axis=(1, 2, 3)) for i in range(len(tr))], 0)
     te = ClipDB(test_db)
@@ -178,7 +179,68 @@ def baselines_flow(train_db: Path, test_db: Path) -> dict:
     return {"zero_flow_epe": z / n, "mean_flow_epe": m / n, "train_mean_flow": mean.tolist()}
 
 
-def main(argv=None) -> int:
+def make_databases(raw: Path, db: Path, log, quiet: bool) -> None:
+    """The clip databases and training means of the synthetic downloads in ``raw``, built
+    into ``db`` with the real dataset tools."""
+    L = str(CLIP[0])
+    size = ["--height", str(FRAME[0]), "--width", str(FRAME[1])]
+    for split in ("train", "test"):
+        sh(["data_prep.gatech", "--root", str(raw / "gatech"),
+            "--videos", str(raw / "gatech" / f"{split}.txt"), "--split", split, "--length", L,
+            "--stride", "2" if split == "train" else L, *size, "--out", str(db / "gatech" / split)],
+           log, quiet)
+        sh(["data_prep.ucf101", "--task", "flow", "--root", str(raw / "ucf"),
+            "--splits", str(raw / "ucf_splits"), "--split", split, "--length", L, "--stride", L, *size,
+            "--workers", "2", "--out", str(db / "ucf101_flow" / split)], log, quiet)
+    for name in ("gatech", "ucf101_flow"):
+        sh(["data_prep.mean", "--db", str(db / name / "train"), "--out", str(db / f"{name}_mean.npy")],
+           log, quiet)
+
+
+def train_nets(out: Path, nets: dict, log, quiet: bool) -> dict:
+    """Train each net (key → (train_val, deploy, solver)) with tools.train: {key: {"train": summary}}."""
+    results = {}
+    for key, (_, _, sol) in nets.items():
+        sh(["tools.train", "--solver", str(sol), "--out", str(out / key), "--fresh", "--log-every", "50"],
+           log, quiet)
+        results[key] = {"train": json.loads((out / key / "summary.json").read_text())}
+    return results
+
+
+def evaluate_nets(out: Path, nets: dict, results: dict) -> None:
+    """Evaluate each trained net with tools.evaluate, into results[key]["eval"]."""
+    from tools.evaluate import evaluate
+    for key, (tv, dep, _) in nets.items():
+        r = evaluate(deploy=dep, train_val=tv, weights=results[key]["train"]["weights"],
+                     out=out / key / "eval", quiet=True, pictures=2)
+        r["net"], r["paper"] = f"{key} (demo)", None  # synthetic data: no paper number applies
+        results[key]["eval"] = r
+
+
+def report(results: dict, videos: int, seconds: float) -> list[str]:
+    """The demo's README: the paper-shaped tables and the baselines."""
+    from tools.evaluate import tables
+    s, f, b = results["seg_v2v_0"]["eval"], results["flow_v2v"]["eval"], results["baselines"]
+    L, H, W = CLIP
+    return [
+        "# V2V demo", "",
+        f"Synthetic data ({videos} training videos per task, frames {FRAME[0]}×{FRAME[1]}, "
+        f"{CLASSES} classes), clips {L}×{H}×{W} (centre crop for testing), full-width V2V "
+        f"({results['seg_v2v_0']['train']['iter']} + {results['flow_v2v']['train']['iter']} iterations "
+        f"of real Caffe on the CPU). Total time {seconds:.0f} s.", "",
+        tables([s, f]), "",
+        "### Against simple baselines (same test clips)", "",
+        "| task | V2V (demo) | baseline | value |", "|---|---|---|---|",
+        f"| segmentation pixel acc. (%) | {s['pixel_accuracy']:.1f} | majority class "
+        f"({b['majority_class']}) | {b['majority_pixel_accuracy']:.1f} |",
+        f"| flow EPE vs Brox teacher (px) | {f['epe']:.3f} | zero flow | {b['zero_flow_epe']:.3f} |",
+        f"| flow EPE vs Brox teacher (px) | {f['epe']:.3f} | training mean flow | {b['mean_flow_epe']:.3f} |",
+        "", "Training curves: `seg_v2v_0/curve.png`, `flow_v2v/curve.png`. Pictures: "
+        "`seg_v2v_0/eval/clip*.png|gif`, `flow_v2v/eval/clip*.png|gif`. Nets: `nets/`. Log: `demo.log`.",
+    ]
+
+
+def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=RUNS / "demo")
@@ -190,74 +252,37 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.quick:
         a.seg_iters, a.flow_iters = min(a.seg_iters, 200), min(a.flow_iters, 400)
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "demo.log", "w")
     say = (lambda m: None) if a.quiet else (lambda m: print(f"[demo] {m}", flush=True))
     t0 = time.time()
-
     say(f"1/5 synthetic videos -> {out / 'raw'}")
     raw, db = out / "raw", out / "db"
     make_raw(raw, a.videos, max(2, a.videos // 2))
-
     say("2/5 clip databases with the real dataset tools (Brox teacher for flow)")
-    L, H, W = CLIP
-    for split in ("train", "test"):
-        sh(["data_prep.gatech", "--root", str(raw / "gatech"), "--videos", str(raw / "gatech" / f"{split}.txt"),
-            "--split", split, "--length", str(L), "--stride", "2" if split == "train" else str(L),
-            "--height", str(FRAME[0]), "--width", str(FRAME[1]), "--out", str(db / "gatech" / split)], log, a.quiet)
-        sh(["data_prep.ucf101", "--task", "flow", "--root", str(raw / "ucf"), "--splits", str(raw / "ucf_splits"),
-            "--split", split, "--length", str(L), "--stride", str(L), "--height", str(FRAME[0]),
-            "--width", str(FRAME[1]), "--workers", "2", "--out", str(db / "ucf101_flow" / split)], log, a.quiet)
-    for name in ("gatech", "ucf101_flow"):
-        sh(["data_prep.mean", "--db", str(db / name / "train"), "--out", str(db / f"{name}_mean.npy")], log, a.quiet)
-
+    make_databases(raw, db, log, a.quiet)
     say("3/5 demo nets: full-width V2V on 8x32x32 clips")
-    seg = write_nets(out, "seg_v2v_0", db / "gatech", db / "gatech_mean.npy",
-                     demo_solver(a.seg_iters))
-    flow = write_nets(out, "flow_v2v", db / "ucf101_flow", db / "ucf101_flow_mean.npy",
-                      demo_solver(a.flow_iters), scale=1 / 128)
-
+    nets = {"seg_v2v_0": write_nets(out, "seg_v2v_0", db / "gatech", db / "gatech_mean.npy",
+                                    demo_solver(a.seg_iters)),
+            "flow_v2v": write_nets(out, "flow_v2v", db / "ucf101_flow", db / "ucf101_flow_mean.npy",
+                                   demo_solver(a.flow_iters), scale=1 / 128)}
     say(f"4/5 training (segmentation {a.seg_iters} it, flow {a.flow_iters} it) with tools.train")
-    results = {}
-    for key, (tv, dep, sol), iters in (("seg_v2v_0", seg, a.seg_iters), ("flow_v2v", flow, a.flow_iters)):
-        sh(["tools.train", "--solver", str(sol), "--out", str(out / key), "--fresh", "--log-every", "50"], log, a.quiet)
-        summary = json.loads((out / key / "summary.json").read_text())
-        results[key] = {"train": summary}
-
+    results = train_nets(out, nets, log, a.quiet)
     say("5/5 evaluation, baselines, tables and pictures")
-    from tools.evaluate import evaluate, tables  # noqa: PLC0415
-    evals = []
-    for key, (tv, dep, sol) in (("seg_v2v_0", seg), ("flow_v2v", flow)):
-        r = evaluate(deploy=dep, train_val=tv, weights=results[key]["train"]["weights"],
-                     out=out / key / "eval", quiet=True, pictures=2)
-        r["net"], r["paper"] = f"{key} (demo)", None  # synthetic data: no paper number applies
-        evals.append(r)
-        results[key]["eval"] = r
-    bseg = baselines_seg(db / "gatech" / "train", db / "gatech" / "test")
-    bflow = baselines_flow(db / "ucf101_flow" / "train", db / "ucf101_flow" / "test")
-    results["baselines"] = {**bseg, **bflow}
-    s, f = results["seg_v2v_0"]["eval"], results["flow_v2v"]["eval"]
-    report = [
-        "# V2V demo", "",
-        f"Synthetic data ({a.videos} training videos per task, frames {FRAME[0]}×{FRAME[1]}, "
-        f"{CLASSES} classes), clips {L}×{H}×{W} (centre crop for testing), full-width V2V "
-        f"({results['seg_v2v_0']['train']['iter']} + {results['flow_v2v']['train']['iter']} iterations "
-        f"of real Caffe on the CPU). Total time {time.time() - t0:.0f} s.", "",
-        tables(evals), "",
-        "### Against simple baselines (same test clips)", "",
-        "| task | V2V (demo) | baseline | value |", "|---|---|---|---|",
-        f"| segmentation pixel acc. (%) | {s['pixel_accuracy']:.1f} | majority class ({bseg['majority_class']}) | "
-        f"{bseg['majority_pixel_accuracy']:.1f} |",
-        f"| flow EPE vs Brox teacher (px) | {f['epe']:.3f} | zero flow | {bflow['zero_flow_epe']:.3f} |",
-        f"| flow EPE vs Brox teacher (px) | {f['epe']:.3f} | training mean flow | {bflow['mean_flow_epe']:.3f} |",
-        "", "Training curves: `seg_v2v_0/curve.png`, `flow_v2v/curve.png`. Pictures: "
-        "`seg_v2v_0/eval/clip*.png|gif`, `flow_v2v/eval/clip*.png|gif`. Nets: `nets/`. Log: `demo.log`.",
-    ]
-    (out / "README.md").write_text("\n".join(report) + "\n")
+    evaluate_nets(out, nets, results)
+    results["baselines"] = {**baselines_seg(db / "gatech" / "train", db / "gatech" / "test"),
+                            **baselines_flow(db / "ucf101_flow" / "train", db / "ucf101_flow" / "test")}
+    text = report(results, a.videos, time.time() - t0)
+    (out / "README.md").write_text("\n".join(text) + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     if not a.quiet:
-        print("\n".join(report))
+        print("\n".join(text))
         print(f"\n[demo] done in {time.time() - t0:.0f} s: results, curves and pictures in {out}")
     return 0
 

@@ -30,38 +30,36 @@ from pathlib import Path
 
 import numpy as np
 
-from models import metrics, validate
+from data_prep.clips import ClipSource, parse_params
+from models import metrics, shapes, validate
 from models.engine import caffe
 from models.paths import PROTOTXT, RUNS
-
-# The paper's numbers, for the tables: seg pixel accuracy (%), flow EPE by test set
-# (UCF101 against Brox, Sintel against ground truth), colour ADE.
-PAPER = {
-    "seg_v2v": 76.0, "seg_v2v_0": 66.7, "seg_v2v_remove_skip": 74.7,
-    "seg_v2v_remove_skip_0": 60.8, "seg_conv3b_up": 69.7, "seg_conv4b_up": 72.7,
-    "seg_conv5b_up": 72.1, "seg_2d_v2v": 55.7,
-    "flow_v2v": {"ucf101": 1.24, "sintel": 8.86}, "brox_teacher": {"sintel": 8.89},
-    "color_v2v": 0.1375, "color_2d_v2v": 0.1495,
-}
-
-
-def paper_value(name: str, dataset: str | None = None):
-    v = PAPER.get(name)
-    return v.get(dataset) if isinstance(v, dict) else v
+from models.v2v import paper_value
 
 
 class EvalError(ValueError):
     pass
 
 
+def net_files(net_key=None, deploy=None, train_val=None) -> tuple[Path | None, Path | None]:
+    """The deploy and train_val files of a net of prototxt/ (paths given explicitly win)."""
+    if net_key:
+        deploy = deploy or PROTOTXT / f"{net_key}_deploy.prototxt"
+        train_val = train_val or PROTOTXT / f"{net_key}_train_val.prototxt"
+    return (Path(deploy) if deploy else None), (Path(train_val) if train_val else None)
+
+
 def test_data_params(train_val: Path) -> dict:
-    """The TEST-phase ClipDataLayer parameters of a train_val net."""
+    """The TEST-phase ClipDataLayer parameters of a train_val net, checked and completed
+    with the layer's defaults: how the test net's clips are prepared (evaluate, predict)."""
     net = validate.load_net(train_val)
     for layer in net.layer:
-        if layer.type == "Python" and layer.python_param.layer == "ClipDataLayer":
-            phases = [r.phase for r in layer.include]
-            if not phases or 1 in phases:  # TEST
-                return json.loads(layer.python_param.param_str)
+        if (layer.type == "Python" and layer.python_param.layer == "ClipDataLayer"
+                and shapes.layer_in_phase(layer, "TEST")):
+            try:
+                return parse_params(layer.python_param.param_str)
+            except ValueError as e:
+                raise EvalError(f"{train_val}: layer '{layer.name}': {e}") from None
     raise EvalError(f"{train_val}: no TEST-phase ClipDataLayer to take the test data from")
 
 
@@ -72,41 +70,33 @@ def output_blob(net) -> str:
     return net.outputs[0]
 
 
-def pad_to(x: np.ndarray, mult: int = 16):
+def pad_to(x: np.ndarray, mult: int = 16) -> np.ndarray:
+    """x (..., H, W) zero-padded at the bottom and right up to multiples of ``mult``."""
     h, w = x.shape[-2:]
-    H, W = -(-h // mult) * mult, -(-w // mult) * mult
-    if (H, W) == (h, w):
-        return x, (h, w)
-    pad = [(0, 0)] * (x.ndim - 2) + [(0, H - h), (0, W - w)]
-    return np.pad(x, pad), (h, w)
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, -h % mult), (0, -w % mult)])
 
 
-class Evaluator:
-    def __init__(self, deploy: Path, weights: Path | None, params: dict, protocol: str):
-        self.deploy, self.protocol = deploy, protocol
-        self.task = params["task"]
-        p = dict(params, train=False, mirror=False, batch_size=1, prefetch=0)
-        if self.task == "flow":
-            p["flow_scale"] = 1.0  # truth in pixels; the deploy net outputs pixels
-        if protocol == "full":
-            p["crop"] = None
-        from data_prep.clips import ClipSource  # noqa: PLC0415
-        try:
-            self.src = ClipSource(p)
-        except ValueError as e:
-            raise EvalError(str(e)) from None
-        self.params = p
-        if weights is not None:
-            validate.validate_weights(weights, validate.load_net(deploy), deploy)
+class DeployNet:
+    """A trained deploy net run one clip at a time: input (C,L,H,W) → output (K,L,H,W).
+    With ``pad`` (whole frames: protocol full, tools.predict) the prepared input is
+    zero-padded up to multiples of 16 (V2V's size rule) and the padding is cropped from
+    the output."""
+
+    def __init__(self, deploy: Path, weights: Path, pad: bool = False):
+        validate.validate_weights(weights, validate.validate_net_file(deploy, "TEST"), deploy)
         cf = caffe()
-        self.net = cf.Net(str(deploy), str(weights), cf.TEST) if weights else None
-        self.out = output_blob(self.net) if self.net else None
+        self.net = cf.Net(str(deploy), str(weights), cf.TEST)
+        self.deploy, self.pad = deploy, pad
+        self.inp, self.out = self.net.inputs[0], output_blob(self.net)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """x (C,L,H,W) → net output (K,L,H,W) for one clip (padding for protocol full)."""
-        xp, (h, w) = pad_to(x) if self.protocol == "full" else (x, x.shape[-2:])
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        h, w = x.shape[-2:]
+        xp = pad_to(x) if self.pad else x
         validate.check_input_size(*xp.shape[1:], where=str(self.deploy))
-        blob = self.net.blobs[self.net.inputs[0]]
+        blob = self.net.blobs[self.inp]
+        if xp.shape[0] != blob.data.shape[1]:
+            raise validate.ValidationError(f"{self.deploy}: the net takes {blob.data.shape[1]} input "
+                                           f"channel(s), the prepared clips have {xp.shape[0]}")
         if blob.data.shape != (1,) + xp.shape:
             blob.reshape(1, *xp.shape)
             self.net.reshape()
@@ -115,121 +105,156 @@ class Evaluator:
         return self.net.blobs[self.out].data[0][..., :h, :w].copy()
 
 
+def eval_source(params: dict, protocol: str) -> ClipSource:
+    """The test clips in database order as the TEST data layer gives them (centre crop, no
+    mirror; whole frames for protocol full), flow truth in pixels (deploy nets output pixels)."""
+    p = dict(params, train=False, mirror=False, batch_size=1, prefetch=0)
+    if p["task"] == "flow":
+        p["flow_scale"] = 1.0
+    if protocol == "full":
+        p["crop"] = None
+    try:
+        return ClipSource(p)
+    except ValueError as e:
+        raise EvalError(str(e)) from None
+
+
 def teacher_clip(frames: np.ndarray) -> np.ndarray:
     """Brox teacher flow (2,L-?,H,W) for frames (3,L,H,W) uint8 RGB: flow t→t+1 for all but
     the last frame (the clip has no frame after it)."""
-    from data_prep.teacher import brox_flow  # noqa: PLC0415
+    from data_prep.teacher import brox_flow
     f = frames.transpose(1, 2, 3, 0)
     return np.stack([brox_flow(f[t], f[t + 1]) for t in range(len(f) - 1)]).transpose(3, 0, 1, 2)
 
 
-def evaluate(net_key=None, weights=None, deploy=None, train_val=None, db=None, protocol="release",
-             clips=None, out=None, teacher=False, pictures=4, quiet=False, k=None) -> dict:
-    if net_key:
-        deploy = deploy or PROTOTXT / f"{net_key}_deploy.prototxt"
-        train_val = train_val or PROTOTXT / f"{net_key}_train_val.prototxt"
+def clip_prediction(src: ClipSource, net: DeployNet | None, j: int):
+    """(truth, prediction) of test clip j; net None scores the Brox teacher, whose flow
+    covers all but the last frame."""
+    x, y = src.clip(j)
+    if net is None:
+        return y[:, :-1], teacher_clip(src.frames(j))
+    return y, net(x)
+
+
+class Scores:
+    """The task's metric summed over clips: seg confusion, flow EPE, colour ADE."""
+
+    def __init__(self, task: str, classes: int):
+        self.task = task
+        self.conf = metrics.Confusion(classes)
+        self.err_sum, self.err_n = 0.0, 0
+
+    def add(self, y: np.ndarray, pred: np.ndarray) -> None:
+        if self.task == "seg":
+            self.conf.add(y[0], pred.argmax(0))
+            return
+        s, c = (metrics.epe_sum if self.task == "flow" else metrics.ade_sum)(pred, y)
+        self.err_sum, self.err_n = self.err_sum + s, self.err_n + c
+
+    def result(self) -> dict:
+        if self.task == "seg":
+            conf = self.conf
+            per_class = [None if np.isnan(a) else 100 * a for a in conf.per_class_accuracy()]
+            return dict(pixel_accuracy=100 * conf.pixel_accuracy(), mean_iou=100 * conf.mean_iou(),
+                        per_class_accuracy=per_class, scored_voxels=conf.scored)
+        if self.task == "flow":
+            return dict(epe=self.err_sum / max(self.err_n, 1), pixels=self.err_n)
+        return dict(ade=self.err_sum / max(self.err_n, 1), voxels=self.err_n)
+
+
+def _eval_params(deploy, train_val, weights, db, teacher) -> dict:
+    """The arguments checked; the test data parameters (``db`` replaces the train_val's)."""
     if not deploy or not train_val:
         raise EvalError("give --net, or both --deploy and --train-val")
-    deploy, train_val = Path(deploy), Path(train_val)
-    validate.validate_net_file(deploy, "TEST")
-    params = test_data_params(train_val)
-    if db:
-        params["db"] = str(Path(db).resolve())
     if weights is None and not teacher:
         raise EvalError("give --weights (a trained caffemodel), or --teacher to score the Brox teacher")
+    params = test_data_params(train_val)
     if teacher and params["task"] != "flow":
         raise EvalError("--teacher scores the flow teacher: use it with a flow net / database")
-    name = net_key or deploy.stem.replace("_deploy", "")
-    if teacher:
-        name = "brox_teacher"
+    if db:
+        params["db"] = str(Path(db).resolve())
+    return params
+
+
+def _paper(name: str, task: str, db_path: Path) -> dict:
+    """The paper's number for the row (and, for flow, which truth it is measured against)."""
+    if task != "flow":
+        return {"paper": paper_value(name)}
+    dsname = "sintel" if "sintel" in str(db_path) else "ucf101"
+    truth = "ground truth (Sintel)" if dsname == "sintel" else "Brox semi-truth (teacher)"
+    return {"truth": truth, "paper": paper_value(name, dsname)}
+
+
+def evaluate(net_key=None, weights=None, deploy=None, train_val=None, db=None, protocol="release",
+             clips=None, out=None, teacher=False, pictures=4, quiet=False, k=None) -> dict:
+    """Score a trained net (or, with ``teacher``, the Brox teacher) on the first ``clips``
+    clips of its test database; write results.json, results.md and pictures to ``out``."""
+    deploy, train_val = net_files(net_key, deploy, train_val)
+    params = _eval_params(deploy, train_val, weights, db, teacher)
+    name = "brox_teacher" if teacher else (net_key or deploy.stem.replace("_deploy", ""))
     out = Path(out) if out else RUNS / "eval" / name
     out.mkdir(parents=True, exist_ok=True)
-    ev = Evaluator(deploy, None if teacher else Path(weights), params, protocol)
-    n = ev.src.n if clips is None else min(clips, ev.src.n)
-    from tqdm import tqdm  # noqa: PLC0415
-    K = k or (ev.net.blobs[ev.out].data.shape[1] if ev.net else 1)
-    conf = metrics.Confusion(K)
-    err_sum, err_n = 0.0, 0
-    pics = []
-    t0 = time.time()
+    src = eval_source(params, protocol)
+    net = None if teacher else DeployNet(deploy, Path(weights), pad=protocol == "full")
+    n = src.n if clips is None else min(clips, src.n)
+    scores = Scores(params["task"], k or (net.net.blobs[net.out].data.shape[1] if net else 1))
+    pics, t0 = [], time.time()
+    from tqdm import tqdm
     for j in tqdm(range(n), desc=f"evaluate {name}", disable=quiet or not sys.stderr.isatty()):
-        x, y = ev.src.clip(j, None)
-        if teacher:
-            rec = ev.src.db[j // ev.src.sub]
-            t_start = (j % ev.src.sub) * ev.src.length
-            frames = rec["frames"][:, t_start:t_start + ev.src.length]
-            y0, x0 = (ev.src.h - ev.src.ch) // 2, (ev.src.w - ev.src.cw) // 2
-            frames = frames[:, :, y0:y0 + ev.src.ch, x0:x0 + ev.src.cw]
-            pred = teacher_clip(frames)
-            y = y[:, :-1]
-        else:
-            pred = ev.predict(x)
-        if ev.task == "seg":
-            conf.add(y[0], pred.argmax(0))
-        elif ev.task == "flow":
-            s, c = metrics.epe_sum(pred, y)
-            err_sum, err_n = err_sum + s, err_n + c
-        else:
-            s, c = metrics.ade_sum(pred, y)
-            err_sum, err_n = err_sum + s, err_n + c
+        y, pred = clip_prediction(src, net, j)
+        scores.add(y, pred)
         if len(pics) < pictures:
-            pics.append((j, x, y, pred))
-    res = {"net": name, "task": ev.task, "protocol": protocol, "db": str(ev.src.db_path),
+            pics.append((j, y, pred))
+    res = {"net": name, "task": params["task"], "protocol": protocol, "db": str(src.db_path),
            "clips": n, "weights": str(weights) if weights else None, "deploy": str(deploy),
-           "seconds": round(time.time() - t0, 1)}
-    if ev.task == "seg":
-        res.update(pixel_accuracy=100 * conf.pixel_accuracy(), mean_iou=100 * conf.mean_iou(),
-                   per_class_accuracy=[None if np.isnan(a) else 100 * a for a in conf.per_class_accuracy()],
-                   scored_voxels=conf.scored, paper=paper_value(name))
-    elif ev.task == "flow":
-        res.update(epe=err_sum / max(err_n, 1), pixels=err_n)
-        dsname = "sintel" if "sintel" in str(ev.src.db_path) else "ucf101"
-        res["truth"] = "ground truth (Sintel)" if dsname == "sintel" else "Brox semi-truth (teacher)"
-        res["paper"] = paper_value(name, dsname)
-    else:
-        res.update(ade=err_sum / max(err_n, 1), voxels=err_n, paper=paper_value(name))
-    res["pictures"] = draw(pics, ev, out)
+           "seconds": round(time.time() - t0, 1), **scores.result(),
+           **_paper(name, params["task"], src.db_path)}
+    res["pictures"] = draw(pics, src, out)
     (out / "results.json").write_text(json.dumps(res, indent=2))
     (out / "results.md").write_text(row_markdown(res) + "\n")
     return res
 
 
-def draw(pics, ev, out: Path) -> list[str]:
-    from data_prep.flowviz import flow_to_color  # noqa: PLC0415
-    from tools import visualize as vz  # noqa: PLC0415
-    paths = []
-    for j, x, y, pred in pics:
-        rec = ev.src.db[j // ev.src.sub]
-        t_start = (j % ev.src.sub) * ev.src.length
-        fr = rec["frames"][:, t_start:t_start + ev.src.length]
-        h, w = y.shape[-2:]
-        y0, x0 = (ev.src.h - h) // 2, (ev.src.w - w) // 2
-        fr = fr[:, :, y0:y0 + h, x0:x0 + w].transpose(1, 2, 3, 0)  # (L,h,w,3) RGB
-        rows, gif = [], []
-        for t in sorted({0, len(fr) // 2, min(len(fr), pred.shape[1]) - 1}):
-            if ev.task == "seg":
-                p = pred.argmax(0)[t]
-                imgs = [fr[t], vz.seg_overlay(fr[t], y[0, t]), vz.seg_overlay(fr[t], p)]
-                titles = ["frame", "truth", "V2V"]
-            elif ev.task == "flow":
-                m = max(1.0, float(np.abs(y[:, t]).max()))
-                imgs = [fr[t], flow_to_color(y[:, t].transpose(1, 2, 0), m),
-                        flow_to_color(pred[:, t].transpose(1, 2, 0), m)]
-                titles = ["frame", "truth", "prediction"]
-            else:
-                imgs = [fr[t].mean(-1), np.clip(pred[:, t].transpose(1, 2, 0), 0, 1), y[:, t].transpose(1, 2, 0)]
-                titles = ["gray input", "V2V colour", "truth"]
-            rows.append(vz.labelled_row(imgs, [f"{s} t={t}" for s in titles], scale=2 if w < 100 else 1))
-        for t in range(min(len(fr), pred.shape[1])):
-            if ev.task == "seg":
-                gif.append(vz.labelled_row([vz.seg_overlay(fr[t], y[0, t]), vz.seg_overlay(fr[t], pred.argmax(0)[t])]))
-            elif ev.task == "flow":
-                m = max(1.0, float(np.abs(y).max()))
-                gif.append(vz.labelled_row([fr[t], flow_to_color(pred[:, t].transpose(1, 2, 0), m)]))
-            else:
-                gif.append(vz.labelled_row([fr[t].mean(-1), np.clip(pred[:, t].transpose(1, 2, 0), 0, 1)]))
+def _panels(task: str, fr, y, pred, t: int) -> tuple[list, list[str]]:
+    """The pictures of frame t of a drawn clip, with their titles."""
+    from data_prep.flowviz import flow_to_color
+    from tools import visualize as vz
+    if task == "seg":
+        return [fr[t], vz.seg_overlay(fr[t], y[0, t]), vz.seg_overlay(fr[t], pred.argmax(0)[t])], \
+            ["frame", "truth", "V2V"]
+    if task == "flow":
+        m = max(1.0, float(np.abs(y[:, t]).max()))
+        return [fr[t], flow_to_color(y[:, t].transpose(1, 2, 0), m),
+                flow_to_color(pred[:, t].transpose(1, 2, 0), m)], ["frame", "truth", "prediction"]
+    return [fr[t].mean(-1), np.clip(pred[:, t].transpose(1, 2, 0), 0, 1), y[:, t].transpose(1, 2, 0)], \
+        ["gray input", "V2V colour", "truth"]
+
+
+def _gif_frame(task: str, fr, y, pred, t: int):
+    from data_prep.flowviz import flow_to_color
+    from tools import visualize as vz
+    if task == "seg":
+        return vz.labelled_row([vz.seg_overlay(fr[t], y[0, t]), vz.seg_overlay(fr[t], pred.argmax(0)[t])])
+    if task == "flow":
+        m = max(1.0, float(np.abs(y).max()))
+        return vz.labelled_row([fr[t], flow_to_color(pred[:, t].transpose(1, 2, 0), m)])
+    return vz.labelled_row([fr[t].mean(-1), np.clip(pred[:, t].transpose(1, 2, 0), 0, 1)])
+
+
+def draw(pics, src: ClipSource, out: Path) -> list[str]:
+    """A PNG (three frames: input, truth, prediction) and a GIF per drawn clip."""
+    from tools import visualize as vz
+    task, paths = src.p["task"], []
+    for j, y, pred in pics:
+        fr = src.frames(j).transpose(1, 2, 3, 0)  # (L,h,w,3) RGB
+        steps, scale = min(len(fr), pred.shape[1]), 2 if fr.shape[2] < 100 else 1
+        rows = []
+        for t in sorted({0, len(fr) // 2, steps - 1}):
+            imgs, titles = _panels(task, fr, y, pred, t)
+            rows.append(vz.labelled_row(imgs, [f"{s} t={t}" for s in titles], scale=scale))
         paths.append(str(vz.save_png(vz.grid(rows), out / f"clip{j:04d}.png")))
-        paths.append(str(vz.save_gif(gif, out / f"clip{j:04d}.gif")))
+        paths.append(str(vz.save_gif([_gif_frame(task, fr, y, pred, t) for t in range(steps)],
+                                     out / f"clip{j:04d}.gif")))
     return paths
 
 
@@ -246,7 +271,8 @@ def row_markdown(r: dict) -> str:
 
 
 HEADERS = {
-    "seg": "| net | paper pixel acc. (%) | ours pixel acc. (%) | ours mean IoU (%) | clips | protocol |\n|---|---|---|---|---|---|",
+    "seg": "| net | paper pixel acc. (%) | ours pixel acc. (%) | ours mean IoU (%) | clips | protocol |\n"
+           "|---|---|---|---|---|---|",
     "flow": "| net | paper EPE | ours EPE (px) | against | clips | protocol |\n|---|---|---|---|---|---|",
     "color": "| net | paper ADE | ours ADE | clips | protocol |\n|---|---|---|---|---|",
 }

@@ -1,13 +1,16 @@
 """Run a trained deploy net over any video (or a folder of frames) with sliding clips.
 
     python -m tools.predict --net flow_v2v --weights W.caffemodel --video clip.avi --out runs/predict/clip
-    python -m tools.predict --net seg_v2v --weights W.caffemodel --frames my_frames/ --mean data/c3d/sport1m_train16_128_mean.npy
+    python -m tools.predict --net seg_v2v --weights W.caffemodel --frames my_frames/ \\
+        --mean data/c3d/sport1m_train16_128_mean.npy
 
 Frames are resized to 128×171 (C3D's size, ``--size``), cut into clips of ``--length``
 (16) frames every ``--stride`` frames (default: the length; a last clip is aligned to the
-video's end so every frame gets a prediction), prepared like the net's test data (the
-train_val TEST data layer's mean, channel order and scale: whole frames, padded to
-multiples of 16), and run through the deploy net. Outputs in ``--out``:
+video's end so every frame gets a prediction), prepared exactly as the net's test data
+(data_prep.clips.ClipPrep with the train_val TEST data layer's mean, channel order and
+scale, on whole frames; a per-voxel mean must have the clip length and cover the frames,
+as in the data layer), zero-padded to multiples of 16 and run through the deploy net.
+Outputs in ``--out``:
 
 - flow: ``flow/%06d.flo`` (Middlebury .flo, pixels, frame t → t+1) and ``flow/%06d.png``
   colour wheels;
@@ -24,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.clips import ClipPrep, complete_params
 from models import validate
-from models.engine import caffe
-from models.paths import PROTOTXT, RUNS, resolve_repo_path
+from models.paths import RUNS, user_path
+from tools.evaluate import DeployNet, net_files, test_data_params
 
 
 class PredictError(ValueError):
@@ -37,14 +41,14 @@ def load_frames(video=None, frames=None, size=(128, 171)) -> np.ndarray:
     """(T, H, W, 3) uint8 RGB at ``size``."""
     h, w = size
     if video:
-        from data_prep.video import decode_video  # noqa: PLC0415
+        from data_prep.video import decode_video
         return decode_video(video, h, w)
     d = Path(frames)
     files = sorted(p for p in d.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")) \
         if d.is_dir() else []
     if not files:
         raise PredictError(f"{d}: no .png/.jpg frames found")
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
     out = []
     for f in files:
         try:
@@ -63,82 +67,54 @@ def clip_starts(T: int, length: int, stride: int) -> list[int]:
     return starts
 
 
-def prepare(clip: np.ndarray, params: dict) -> np.ndarray:
-    """(L,H,W,3) uint8 RGB → the net's input (C,L,H,W) float32, as the TEST data layer."""
-    x = clip.transpose(3, 0, 1, 2).astype(np.float32)
-    if params.get("task") == "color":
-        x = np.tensordot(np.array([0.299, 0.587, 0.114], np.float32), x, axes=(0, 0))[None]
-    elif params.get("channels") == "bgr":
-        x = x[::-1]
-    if params.get("mean"):
-        m = np.load(resolve_repo_path(params["mean"])).astype(np.float32)
-        if m.ndim == 5:
-            m = m[0]
-        if m.ndim == 1:
-            m = m.reshape(-1, 1, 1, 1)
-        else:  # per voxel: centre-crop to the frames (as the data layer), same length
-            L, H, W = x.shape[1:]
-            mh, mw = m.shape[2:]
-            y0, x0 = max(0, (mh - H) // 2), max(0, (mw - W) // 2)
-            m = m[:, :L, y0:y0 + H, x0:x0 + W]
-            if m.shape[2:] != (H, W):
-                m = m.mean(axis=(1, 2, 3), keepdims=True)
-        x = x - m
-    return np.ascontiguousarray(x * float(params.get("scale", 1.0)), np.float32)
+def clip_prep(net: DeployNet, train_val: Path | None, mean: str | None, length: int, size) -> ClipPrep:
+    """How clips are prepared: as the train_val's TEST data layer (its task, mean, channel
+    order, scale) on whole frames, or with the layer's defaults for the task of the net's
+    output when there is no train_val; ``mean`` overrides the mean ('' for none)."""
+    if train_val and train_val.exists():
+        params = test_data_params(train_val)
+    else:
+        params = complete_params({"task": {"prob": "seg", "flow": "flow"}.get(net.out, "color")})
+    if mean is not None:
+        params["mean"] = str(user_path(mean)) if mean else None
+    return ClipPrep(params, length, size)
+
+
+def run_clips(net: DeployNet, prep: ClipPrep, vids: np.ndarray, starts: list[int]) -> list:
+    """Each frame's prediction (K, H, W); where clips overlap, later clips win."""
+    from tqdm import tqdm
+    result = [None] * len(vids)
+    L = prep.length
+    for s in tqdm(starts, desc="predict", disable=not sys.stderr.isatty()):
+        frames = np.ascontiguousarray(vids[s:s + L].transpose(3, 0, 1, 2))  # (3, L, H, W)
+        result[s:s + L] = list(net(prep.input(frames, 0, 0)).transpose(1, 0, 2, 3))
+    return result
 
 
 def predict(net_key=None, weights=None, deploy=None, train_val=None, video=None, frames=None,
             out=None, length=16, stride=None, size=(128, 171), mean=None, fps=8) -> Path:
-    if net_key:
-        deploy = deploy or PROTOTXT / f"{net_key}_deploy.prototxt"
-        train_val = train_val or PROTOTXT / f"{net_key}_train_val.prototxt"
+    """Predict every frame of a video (or a folder of frames) with sliding clips; write the
+    outputs to ``out`` (see the module docstring) and return it."""
+    deploy, train_val = net_files(net_key, deploy, train_val)
     if not deploy:
         raise PredictError("give --net or --deploy")
     if not weights:
         raise PredictError("give --weights (a trained caffemodel)")
     if bool(video) == bool(frames):
         raise PredictError("give exactly one of --video and --frames")
-    deploy = Path(deploy)
-    net_param = validate.validate_net_file(deploy, "TEST")
-    validate.validate_weights(weights, net_param, deploy)
-    params = {}
-    if train_val and Path(train_val).exists():
-        from tools.evaluate import test_data_params  # noqa: PLC0415
-        params = test_data_params(Path(train_val))
-    if mean is not None:
-        params["mean"] = mean or None
+    net = DeployNet(deploy, Path(weights), pad=True)
+    prep = clip_prep(net, train_val, mean, length, size)
     vids = load_frames(video, frames, size)
-    stride = stride or length
-    starts = clip_starts(len(vids), length, stride)
-    H, W = size
-    Hp, Wp = -(-H // 16) * 16, -(-W // 16) * 16
-    validate.check_input_size(length, Hp, Wp, where=str(deploy))
-    cf = caffe()
-    net = cf.Net(str(deploy), str(weights), cf.TEST)
-    inp = net.inputs[0]
-    C = net.blobs[inp].data.shape[1]
-    net.blobs[inp].reshape(1, C, length, Hp, Wp)
-    net.reshape()
-    outname = "prob" if "prob" in net.outputs else ("flow" if "flow" in net.outputs else net.outputs[0])
-    task = params.get("task") or {"prob": "seg", "flow": "flow"}.get(outname, "color")
-    result = [None] * len(vids)
-    from tqdm import tqdm  # noqa: PLC0415
-    for s in tqdm(starts, desc="predict", disable=not sys.stderr.isatty()):
-        x = prepare(vids[s:s + length], params)
-        net.blobs[inp].data[0] = np.pad(x, ((0, 0), (0, 0), (0, Hp - H), (0, Wp - W)))
-        net.forward()
-        y = net.blobs[outname].data[0][..., :H, :W]
-        for t in range(length):
-            result[s + t] = y[:, t].copy()
+    result = run_clips(net, prep, vids, clip_starts(len(vids), length, stride or length))
     out = Path(out) if out else RUNS / "predict" / Path(video or frames).stem
-    write_outputs(out, task, vids, result, fps)
+    write_outputs(out, prep.task, vids, result, fps)
     return out
 
 
 def write_outputs(out: Path, task: str, vids, result, fps: int) -> None:
-    from data_prep.flo import write_flo  # noqa: PLC0415
-    from data_prep.flowviz import flow_to_color  # noqa: PLC0415
-    from tools import visualize as vz  # noqa: PLC0415
+    from data_prep.flo import write_flo
+    from data_prep.flowviz import flow_to_color
+    from tools import visualize as vz
     out.mkdir(parents=True, exist_ok=True)
     for sub in {"flow": ["flow"], "seg": ["labels", "overlay"]}.get(task, ["color"]):
         (out / sub).mkdir(exist_ok=True)
@@ -152,7 +128,7 @@ def write_outputs(out: Path, task: str, vids, result, fps: int) -> None:
             vz.save_png(pic, out / "flow" / f"{t:06d}.png")
         elif task == "seg":
             lab = y.argmax(0).astype(np.uint8)
-            from PIL import Image  # noqa: PLC0415
+            from PIL import Image
             Image.fromarray(lab).save(out / "labels" / f"{t:06d}.png")
             pic = vz.seg_overlay(frame, lab)
             vz.save_png(pic, out / "overlay" / f"{t:06d}.png")
