@@ -81,7 +81,7 @@ def reproduce_rows(v: Variant) -> list[list[str]]:
     note = f" — {v.paper_note}" if v.paper_note else ""
     if v.fold is not None:
         same = ("done by the same command: each fold's net scored on its held-out fold, EPE over "
-                "all three, in `runs/sintel_3fold/results.json`")
+                "all three, in `runs/eval/sintel_3fold/results.json`")
         return [[r.text(), _code(train_command(v)), same] for r in v.paper]
     rows = []
     for i, r in enumerate(v.paper):

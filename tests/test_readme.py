@@ -141,7 +141,7 @@ def test_every_paper_row_was_trained_and_evaluated(ran):
         assert res is not None, f"no README command evaluated {v.key}"
         metric = {"seg": "pixel_accuracy", "flow": "epe", "color": "ade"}[v.task]
         assert np.isfinite(res[metric]) and res["clips"] >= 1 and res["paper"] is not None, res
-    folds = json.loads((base / "runs" / "sintel_3fold" / "results.json").read_text())
+    folds = json.loads((base / "runs" / "eval" / "sintel_3fold" / "results.json").read_text())
     assert [f["fold"] for f in folds["folds"]] == [0, 1, 2] and np.isfinite(folds["epe"])
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from data_prep.clips import ClipSource, parse_params
 from models import metrics, shapes, validate
 from models.engine import caffe
-from models.paths import PROTOTXT, RUNS
+from models.paths import PROTOTXT, RUNS, resolve_weights, user_path
 from models.v2v import paper_value
 
 
@@ -172,8 +172,17 @@ def _eval_params(deploy, train_val, weights, db, teacher) -> dict:
     if teacher and params["task"] != "flow":
         raise EvalError("--teacher scores the flow teacher: use it with a flow net / database")
     if db:
-        params["db"] = str(Path(db).resolve())
+        params["db"] = str(user_path(db))
     return params
+
+
+def run_name(name: str, db) -> str:
+    """The output folder's name: the net (or brox_teacher), and the database when --db
+    names another than the net's own (runs/eval/flow_v2v_sintel_final)."""
+    if not db:
+        return name
+    db = user_path(db)
+    return f"{name}_{db.parent.name}_{db.name}"
 
 
 def _paper(name: str, task: str, db_path: Path) -> dict:
@@ -192,10 +201,11 @@ def evaluate(net_key=None, weights=None, deploy=None, train_val=None, db=None, p
     deploy, train_val = net_files(net_key, deploy, train_val)
     params = _eval_params(deploy, train_val, weights, db, teacher)
     name = "brox_teacher" if teacher else (net_key or deploy.stem.replace("_deploy", ""))
-    out = Path(out) if out else RUNS / "eval" / name
+    out = Path(out) if out else RUNS / "eval" / run_name(name, db)
     out.mkdir(parents=True, exist_ok=True)
     src = eval_source(params, protocol)
-    net = None if teacher else DeployNet(deploy, Path(weights), pad=protocol == "full")
+    weights = None if teacher else resolve_weights(weights)
+    net = None if teacher else DeployNet(deploy, weights, pad=protocol == "full")
     n = src.n if clips is None else min(clips, src.n)
     scores = Scores(params["task"], k or (net.net.blobs[net.out].data.shape[1] if net else 1))
     pics, t0 = [], time.time()
@@ -295,28 +305,39 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--net", help="net name in prototxt/ (e.g. seg_v2v, flow_v2v, color_v2v)")
-    ap.add_argument("--weights", type=Path, help="trained caffemodel")
+    ap.add_argument("--weights", type=Path,
+                    help="trained caffemodel, or a run folder (runs/<net>: its newest snapshot)")
     ap.add_argument("--deploy", type=Path)
     ap.add_argument("--train-val", type=Path)
     ap.add_argument("--db", type=Path, help="test database (default: the train_val TEST data layer's)")
     ap.add_argument("--protocol", choices=("release", "full"), default="release")
     ap.add_argument("--clips", type=int, help="score only the first N clips")
     ap.add_argument("--teacher", action="store_true", help="score the Brox teacher instead of a net (flow)")
-    ap.add_argument("--out", type=Path, help="output folder (default runs/eval/<net>)")
+    ap.add_argument("--out", type=Path, help="output folder (default runs/eval/<net>[_<db>])")
     ap.add_argument("--pictures", type=int, default=4, help="clips to draw")
-    ap.add_argument("--tables", nargs="+", type=Path, metavar="RESULTS_JSON",
-                    help="only print the paper-shaped tables of these results.json files")
+    ap.add_argument("--tables", nargs="*", type=Path, metavar="RESULTS_JSON",
+                    help="only print the paper-shaped tables of these results.json files "
+                         "(none named: every runs/eval/*/results.json)")
     a = ap.parse_args(argv)
-    if a.tables:
-        print(tables([json.loads(p.read_text()) for p in a.tables]))
-        return 0
+    if a.tables is not None:
+        return print_tables(a.tables)
     try:
         r = evaluate(a.net, a.weights, a.deploy, a.train_val, a.db, a.protocol, a.clips, a.out,
                      a.teacher, a.pictures)
-    except (EvalError, validate.ValidationError) as e:
+    except ValueError as e:  # EvalError, ValidationError, a run folder without snapshots
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(tables([r]))
+    return 0
+
+
+def print_tables(files: list[Path]) -> int:
+    files = files or sorted((RUNS / "eval").glob("*/results.json"))
+    if not files:
+        print(f"error: no results to tabulate in {RUNS / 'eval'}: run python -m tools.evaluate first",
+              file=sys.stderr)
+        return 2
+    print(tables([json.loads(p.read_text()) for p in files]))
     return 0
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from data_prep.clips import ClipPrep, complete_params
 from models import validate
-from models.paths import RUNS, user_path
+from models.paths import RUNS, resolve_weights, user_path
 from tools.evaluate import DeployNet, net_files, test_data_params
 
 
@@ -102,7 +102,7 @@ def predict(net_key=None, weights=None, deploy=None, train_val=None, video=None,
         raise PredictError("give --weights (a trained caffemodel)")
     if bool(video) == bool(frames):
         raise PredictError("give exactly one of --video and --frames")
-    net = DeployNet(deploy, Path(weights), pad=True)
+    net = DeployNet(deploy, resolve_weights(weights), pad=True)
     prep = clip_prep(net, train_val, mean, length, size)
     vids = load_frames(video, frames, size)
     result = run_clips(net, prep, vids, clip_starts(len(vids), length, stride or length))
@@ -145,7 +145,8 @@ def main(argv=None) -> int:
     ap.add_argument("--net", help="net name in prototxt/ (flow_v2v, seg_v2v, color_v2v, ...)")
     ap.add_argument("--deploy", type=Path)
     ap.add_argument("--train-val", type=Path, help="where the input preparation is read from")
-    ap.add_argument("--weights", type=Path, required=True)
+    ap.add_argument("--weights", type=Path, required=True,
+                    help="trained caffemodel, or a run folder (its newest snapshot)")
     ap.add_argument("--video", type=Path)
     ap.add_argument("--frames", type=Path, help="a folder of .png/.jpg frames (sorted by name)")
     ap.add_argument("--out", type=Path)

@@ -487,6 +487,7 @@ def sintel_3fold(weights, out=None, max_iter=None, clips=None, quiet=False, engi
     scored pixels of the three folds."""
     from models.paths import PROTOTXT
     from tools.evaluate import evaluate
+    results = Path(out) if out else RUNS / "eval" / "sintel_3fold"   # beside the other evaluations
     out = Path(out) if out else RUNS / "sintel_3fold"
     folds, err, pix = [], 0.0, 0
     for k in range(3):
@@ -501,7 +502,8 @@ def sintel_3fold(weights, out=None, max_iter=None, clips=None, quiet=False, engi
            "db": "sintel final, 3 folds", "clips": sum(f["clips"] for f in folds),
            "truth": "ground truth (Sintel)",
            "epe": err / max(pix, 1), "pixels": pix, "paper": SINTEL_3FOLD.value, "folds": folds}
-    (out / "results.json").write_text(json.dumps(res, indent=2))
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "results.json").write_text(json.dumps(res, indent=2))
     if not quiet:
         print(f"[train] Sintel 3-fold: EPE {res['epe']:.3f} (paper {res['paper']}); per fold "
               + ", ".join(f"{f['epe']:.3f}" for f in folds))
