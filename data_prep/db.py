@@ -48,6 +48,8 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
+from models.paths import user_path
+
 FORMAT = "v2v-clipdb-1"
 MAP_SIZE = int(os.environ.get("V2V_LMDB_MAP_SIZE", 1 << 40))  # 1 TiB of address space (sparse)
 
@@ -439,6 +441,16 @@ def read_clip(db, i: int) -> dict:
     return _cached(str(Path(db).resolve()))[i]
 
 
+def _shard_paths(args: list[str]) -> list[Path]:
+    """Shard folders as given (data/... from any directory); a pattern the shell left
+    unexpanded (its folder is elsewhere, e.g. under $V2V_DATA) is expanded here."""
+    out = []
+    for s in args:
+        p = user_path(s)
+        out += sorted(p.parent.glob(p.name)) if any(c in p.name for c in "*?[") else [p]
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="python -m data_prep.db",
@@ -459,8 +471,9 @@ def main(argv=None):
     a = ap.parse_args(argv)
     try:
         if a.cmd == "merge":
-            merge(a.out, a.shards)
+            merge(user_path(a.out), _shard_paths(a.shards))
         elif a.cmd == "info":
+            a.db = user_path(a.db)
             m = manifest(a.db)
             print(f"{a.db}: {m.get('dataset')} {m.get('split')} task {m.get('task')}, {m['count']} clips, "
                   f"checksum {m['checksum'][:16]}, {len(m['bad'])} bad item(s)")
@@ -468,6 +481,7 @@ def main(argv=None):
                 print(f"  {k}: {tuple(v['shape'])} {v['dtype']}")
             print(f"  made by: {' '.join(m.get('command', []))}")
         else:
+            a.db = user_path(a.db)
             db = ClipDB(a.db)
             bad = db.verify()
             print(f"{a.db}: {len(db) - len(bad)}/{len(db)} records match their checksums")
