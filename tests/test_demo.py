@@ -8,7 +8,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_shortened_demo_beats_baselines(tmp_path):
     out = tmp_path / "demo"
     r = subprocess.run([sys.executable, "-m", "tools.demo", "--quick", "--out", str(out)],

@@ -40,7 +40,8 @@ ELSEWHERE = {
 CAFFE_FLAGS = {"train": {"solver", "weights", "snapshot", "gpu"}, "test": {"model", "weights", "iterations", "gpu"},
                "time": {"model", "weights", "iterations", "gpu", "phase"}}
 STEPS = [s for doc in DOCS for s in steps_of(doc, REPO)]
-RUNNABLE = sorted((s for s in STEPS if not s.synopsis), key=lambda s: s.stage)
+RUNNABLE = sorted({s.text: s for s in reversed(STEPS) if not s.synopsis}.values(),  # each text once
+                  key=lambda s: (s.stage, STEPS.index(s)))
 
 
 def _downloads(home: Path) -> None:

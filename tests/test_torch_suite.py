@@ -18,6 +18,7 @@ from torch_runtime.net import read_net_param  # noqa: E402
 from torch_runtime.parity import compare_with_caffe  # noqa: E402
 
 PROTOTXT = Path(__file__).resolve().parent.parent / "prototxt"
+pytestmark = pytest.mark.slow  # every generated net, about two minutes
 NETS = sorted(p.name for p in PROTOTXT.glob("*.prototxt")
               if p.name.endswith("_train_val.prototxt") or p.name.endswith("_deploy.prototxt"))
 TOL = 1e-4
