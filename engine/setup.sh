@@ -30,6 +30,7 @@ for a in "$@"; do
 done
 
 missing=()
+[ "$ENGINE" = 1 ] || APT_PKGS=(python3-venv python3-pip)   # the Python packages alone
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done

@@ -72,7 +72,10 @@ def world(tmp_path_factory):
     home = base / "home"
     _downloads(home)
     venv_bin = str(REPO / ".venv" / "bin")
+    # the engine cache stays where setup put it (its default is under the real home)
+    cache = os.environ.get("V2V_ENGINE_CACHE", str(Path.home() / ".cache" / "v2v-engine"))
     env = {**os.environ, "HOME": str(home), "V2V_DATA": str(base / "data"), "V2V_RUNS": str(base / "runs"),
+           "V2V_ENGINE_CACHE": cache,
            "V2V_MAX_ITER": "1", "PATH": venv_bin + os.pathsep + os.environ["PATH"],
            "VIRTUAL_ENV": str(REPO / ".venv"), "MPLBACKEND": "Agg"}
     return env, base
