@@ -5,9 +5,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from models.paths import PROTOTXT
 
 
+@pytest.mark.slow
 def test_bench_writes_table(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tools.bench", "--net", str(PROTOTXT / "flow_v2v_deploy.prototxt"),
                         "--shape", "1,3,8,32,32", "--iters", "1", "--no-data", "--out", str(tmp_path)],

@@ -73,6 +73,7 @@ def _ucf_cmd(root, out, *extra):
             "--splits", str(root / "ucfTrainTestlist"), "--out", str(out), *extra]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_same_records(tmp_path):
     root = tmp_path / "src"
     make_ucf(root, n_videos=6, frames=35, corrupt=True, seed=3)

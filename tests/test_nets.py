@@ -380,6 +380,7 @@ def test_committed_train_val_validates(key, tiny_dbs, tmp_path, monkeypatch):
     assert s.net == f"prototxt/{key}_train_val.prototxt"
 
 
+@pytest.mark.slow
 def test_train_val_runs_on_a_clip_database(caffe, tiny_dbs, tmp_path):
     """seg_v2v_train_val (db paths changed only) forward + backward through the real
     ClipDataLayer: data and labels arrive, the loss is finite."""

@@ -59,6 +59,7 @@ def seg_solver_copy(tmp_path, max_iter=1):
     return p
 
 
+@pytest.mark.slow
 def test_user_command_trains_from_converted_c3d(caffe, data, tmp_path):
     d, _, weights = data
     solver = seg_solver_copy(tmp_path)

@@ -250,6 +250,7 @@ def test_test_pass_matches_caffe_test_net(caffe, data_module):
     assert abs(tr.test()["loss"] - np.mean(losses2)) < 1e-5 * abs(np.mean(losses2))
 
 
+@pytest.mark.slow
 def test_channels_last_bf16_and_compile_paths_on_cpu(caffe, data_module):
     """The GPU options run on CPU too: channels_last_3d training is exact; bf16 autocast is
     close; torch.compile gives the eager result."""

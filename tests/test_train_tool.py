@@ -183,6 +183,7 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
 
 
 @needs_torch
+@pytest.mark.slow
 def test_torch_engine_ddp_two_cpu_ranks(tiny):
     """--gpus 2 re-runs the command as 2 ranks through torchrun (here CPU ranks, gloo):
     rank 0 alone writes the log and snapshots; the replicas end identical."""
