@@ -25,7 +25,8 @@ TASKS = ("seg", "flow", "color")
 TARGET = {"seg": "label", "flow": "flow", "color": "frames"}   # database field of the label
 KEYS = {"db", "task", "batch_size", "crop", "length", "mirror", "train", "mean", "scale",
         "flow_scale", "seed", "channels", "prefetch"}
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # gray = Rec. 601 luma of RGB
+LUMA = np.array(LUMA_WEIGHTS, np.float32)
 
 
 def _decode(params: str | dict) -> dict:

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.clips import LUMA_WEIGHTS
 from data_prep.db import ClipDB, DBError
 from models.paths import DATA, user_path
 
-LUMA = np.array([0.299, 0.587, 0.114])
+LUMA = np.array(LUMA_WEIGHTS)  # float64: the sums here are float64
 
 
 def clip_mean(db, gray: bool = False, max_clips: int | None = None) -> np.ndarray:

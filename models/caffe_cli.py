@@ -22,7 +22,7 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from models import validate
-from models.paths import DATA, RUNS
+from models.paths import RUNS, relocated
 
 PATH_FLAGS = ("weights", "snapshot")
 
@@ -36,12 +36,10 @@ def _flag_value_index(argv: list[str], flag: str) -> int | None:
     return None
 
 
-def _relocate(path: str, top: str, root: Path) -> str:
-    """``top/...`` relative paths moved under ``root``; others unchanged."""
-    parts = Path(path).parts
-    if not Path(path).is_absolute() and parts and parts[0] == top:
-        return str(root.joinpath(*parts[1:]))
-    return path
+def _relocate(path: str, top: str) -> str:
+    """A ``top/...`` path moved as models.paths moves it; other paths unchanged."""
+    moved = relocated(path) if Path(path).parts[:1] == (top,) else None
+    return path if moved is None else str(moved)
 
 
 def relocate_data_paths(argv: list[str]) -> list[str]:
@@ -51,7 +49,7 @@ def relocate_data_paths(argv: list[str]) -> list[str]:
     for flag in PATH_FLAGS:
         i = _flag_value_index(out, flag)
         if i is not None:
-            out[i] = ",".join(_relocate(p, "data", DATA) for p in out[i].split(","))
+            out[i] = ",".join(_relocate(p, "data") for p in out[i].split(","))
     return out
 
 
@@ -80,8 +78,8 @@ def effective_solver(argv: list[str]) -> list[str]:
         sp.max_iter = min(sp.max_iter, cap)
         if sp.snapshot:
             sp.snapshot = min(sp.snapshot, sp.max_iter)
-    if sp.snapshot_prefix and "V2V_RUNS" in os.environ:
-        sp.snapshot_prefix = _relocate(sp.snapshot_prefix, "runs", RUNS)
+    if sp.snapshot_prefix:
+        sp.snapshot_prefix = _relocate(sp.snapshot_prefix, "runs")
     where = Path(sp.snapshot_prefix).parent if sp.snapshot_prefix else RUNS
     where.mkdir(parents=True, exist_ok=True)
     eff = where / f"caffe_{Path(argv[i]).name}"

@@ -40,10 +40,18 @@ def resolve_repo_path(p: str | os.PathLike) -> Path:
     p = Path(p)
     if p.is_absolute():
         return p
+    moved = relocated(p)
+    return moved if moved is not None else REPO / p
+
+
+def relocated(p: str | os.PathLike) -> Path | None:
+    """A relative ``data/...`` path under $V2V_DATA, or ``runs/...`` under $V2V_RUNS, when
+    that variable is set; None for any other path."""
+    p = Path(p)
     for top, var, root in (("data", "V2V_DATA", DATA), ("runs", "V2V_RUNS", RUNS)):
-        if p.parts and p.parts[0] == top and var in os.environ:
+        if not p.is_absolute() and p.parts and p.parts[0] == top and var in os.environ:
             return root.joinpath(*p.parts[1:])
-    return REPO / p
+    return None
 
 
 def user_path(p: str | os.PathLike) -> Path:
