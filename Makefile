@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-torch setup-dev demo test test-fast lint bench prototxt cuda-check clean-engine help
+.PHONY: setup setup-torch setup-dev setup-cuda setup-cpu demo test test-fast test-gpu gpu-check lint bench prototxt clean-engine help
 
 help:
 	@echo "make demo        set up, then train/evaluate V2V on a small synthetic dataset (runs/demo/)"
@@ -12,7 +12,10 @@ help:
 	@echo "make lint        ruff and the import-direction contract (also run by the suite)"
 	@echo "make bench       throughput benchmarks (results in runs/bench/)"
 	@echo "make prototxt    regenerate prototxt/, models/NETS.md and the README tables from models/"
-	@echo "make cuda-check  compile our CUDA layers with nvcc (needs nvcc; not part of make test)"
+	@echo "make setup-cuda  switch this venv to the CUDA engine build (no GPU needed to build)"
+	@echo "make setup-cpu   switch back to the CPU-only engine build (the default)"
+	@echo "make test-gpu    the GPU tests alone, on the CUDA build; fails where no GPU is usable"
+	@echo "make gpu-check   on a GPU machine: CUDA build + GPU tests + benchmarks, logs in runs/gpu_check/"
 
 # Always runs engine/setup.sh: it is idempotent and returns in seconds when all is there.
 setup:
@@ -24,6 +27,12 @@ setup-torch:
 setup-dev:
 	@bash engine/setup.sh --with-torch --dev
 
+setup-cuda:
+	@bash engine/setup.sh --cuda --with-torch --dev
+
+setup-cpu:
+	@bash engine/setup.sh --cpu --with-torch --dev
+
 demo: setup
 	$(PY) -m tools.demo
 
@@ -32,6 +41,12 @@ test: setup-dev
 
 test-fast: setup-dev
 	@bash tests/run.sh -m "not slow"
+
+test-gpu: setup-cuda
+	@bash tests/run.sh -m gpu --require-gpu
+
+gpu-check:
+	@bash tests/gpu_check.sh
 
 lint: setup-dev
 	@bash tests/lint.sh
@@ -43,9 +58,6 @@ bench: setup-torch
 prototxt:
 	@bash engine/setup.sh --no-engine
 	$(PY) -m models.generate
-
-cuda-check:
-	@bash engine/cuda_check.sh
 
 clean-engine:
 	rm -rf $(VENV) $${V2V_ENGINE_CACHE:-$$HOME/.cache/v2v-engine}

@@ -9,7 +9,9 @@ Steps (each skipped when its result is already there):
 2. unpack it into a build folder in the cache, drop its stale generated protobuf files,
    add our messages to caffe.proto and our layer sources;
 3. write Makefile.config (CPU, OpenBLAS, LMDB, HDF5, Python layers, no OpenCV) and run
-   ``make lib tools pycaffe``;
+   ``make lib tools pycaffe``. With --cuda: the CUDA toolkit from pinned NVIDIA wheels
+   (engine/cuda_toolkit.py), CUDA_ARCH sm_80 + sm_90 (``$V2V_CUDA_ARCH`` overrides) and
+   the CUDA mends (CUDA_PATCHES) too; CPU-only and CUDA builds are cached side by side;
 4. install into the venv: a .pth file that puts pycaffe on sys.path, and ``bin/caffe``.
 
 The build folder lives in the cache (``$V2V_ENGINE_CACHE`` or ``~/.cache/v2v-engine``),
@@ -31,6 +33,8 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+
+import cuda_toolkit  # engine/cuda_toolkit.py, next to this script
 
 SDIST_NAME = "brocolli-caffe"
 SDIST_VERSION = "9.0.2"
@@ -90,18 +94,14 @@ def python_paths(venv: Path) -> tuple[str, str]:
     return out[0], out[1]
 
 
-def makefile_config(venv: Path, cuda: bool) -> str:
+def makefile_config(venv: Path, cuda_home: Path | None) -> str:
+    """Makefile.config; CPU_ONLY unless cuda_home (the CUDA toolkit to build with) is given."""
     py_inc, py_ver = python_paths(venv)
     _, np_ver = numpy_include(venv)
     boost_py = "boost_python" + py_ver.replace(".", "")
-    arch = os.environ.get("V2V_CUDA_ARCH",
-                          "-gencode arch=compute_70,code=sm_70 "
-                          "-gencode arch=compute_80,code=sm_80 "
-                          "-gencode arch=compute_90,code=sm_90 "
-                          "-gencode arch=compute_90,code=compute_90")
     lines = [
         "# Written by engine/build_caffe.py",
-        "CPU_ONLY := 1" if not cuda else "USE_CUDNN := 0",
+        "CPU_ONLY := 1" if cuda_home is None else "USE_CUDNN := 0",
         "USE_OPENCV := 0",
         "USE_LEVELDB := 0",
         "USE_LMDB := 1",
@@ -120,9 +120,12 @@ def makefile_config(venv: Path, cuda: bool) -> str:
                 "DISTRIBUTE_DIR := distribute",
         "Q ?= @",
     ]
-    if cuda:
-        lines += [f"CUDA_DIR := {os.environ.get('CUDA_HOME', '/usr/local/cuda')}",
-                  f"CUDA_ARCH := {arch}"]
+    if cuda_home is not None:
+        lines += [f"CUDA_DIR := {cuda_home}",
+                  f"CUDA_ARCH := {os.environ.get('V2V_CUDA_ARCH', cuda_toolkit.DEFAULT_ARCH)}",
+                  # the wheels' libraries sit on no loader path: libcaffe and pycaffe find
+                  # them through this rpath
+                  f"LDFLAGS := -Wl,-rpath,{cuda_home / 'lib'}"]
     return "\n".join(lines) + "\n"
 
 
@@ -131,7 +134,8 @@ def inputs_key(config: str, cuda: bool) -> str:
     h.update(SDIST_SHA256.encode())
     h.update(config.encode())
     h.update(b"cuda" if cuda else b"cpu")
-    for p in [Path(__file__).resolve(), PROTO_ADD, *sorted(LAYERS.rglob("*"))]:
+    tools = [Path(__file__).resolve()] + ([Path(cuda_toolkit.__file__).resolve()] if cuda else [])
+    for p in [*tools, PROTO_ADD, *sorted(LAYERS.rglob("*"))]:
         if p.is_file():
             h.update(str(p.relative_to(ENGINE)).encode())
             h.update(p.read_bytes())
@@ -209,6 +213,53 @@ SOURCE_PATCHES = [
      '  } else if (FLAGS_weights.size()) {\n'
      '    CopyLayers(solver.get(), FLAGS_weights);\n  }\n'),
 ]
+
+GPU_CALLS_CPU = """\
+// Layers of this fork written for the CPU only: in a CUDA build their GPU methods run the
+// CPU code (added by engine/build_caffe.py; the fork left them undefined).
+#define V2V_GPU_CALLS_CPU(classname) \\
+template <typename Dtype> \\
+void classname<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom, \\
+    const vector<Blob<Dtype>*>& top) { Forward_cpu(bottom, top); } \\
+template <typename Dtype> \\
+void classname<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top, \\
+    const vector<bool>& propagate_down, \\
+    const vector<Blob<Dtype>*>& bottom) { Backward_cpu(top, propagate_down, bottom); }
+
+"""
+PROPOSAL_BACKWARD_GPU = """\
+// No gradient, as on the CPU (added by engine/build_caffe.py: the fork instantiates a
+// Backward_gpu it never defines).
+template <typename Dtype>
+void ProposalLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
+    const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
+  NOT_IMPLEMENTED;
+}
+
+INSTANTIATE_LAYER_GPU_FUNCS(ProposalLayer);"""
+
+
+def _attr(name: str) -> str:
+    """`prop.X` of a cudaDeviceProp field CUDA 13 removed, read as a device attribute."""
+    return f"[&] {{ int v = 0; cudaDeviceGetAttribute(&v, {name}, device); return v; }}()"
+
+
+# Mends for the CUDA build only (listed in the README's engine table).
+CPU_ONLY_LAYERS = {"hardsigmoid": "HardSigmoidLayer", "hardswish": "HardSwishLayer",
+                   "maxunpool": "MaxUnPoolLayer", "pixelshuffle": "PixelShuffleLayer",
+                   "relu6": "ReLU6Layer", "upsample": "UpsampleLayer"}
+CUDA_PATCHES = [
+    # CUDA 13 removed cudaDeviceProp.clockRate, .deviceOverlap, .kernelExecTimeoutEnabled.
+    ("src/caffe/common.cpp", "<< prop.clockRate;", "<< " + _attr("cudaDevAttrClockRate") + ";"),
+    ("src/caffe/common.cpp", "(prop.deviceOverlap ? ", "(prop.asyncEngineCount > 0 ? "),
+    ("src/caffe/common.cpp", "(prop.kernelExecTimeoutEnabled ? ",
+     "(" + _attr("cudaDevAttrKernelExecTimeout") + " ? "),
+    ("src/caffe/layers/proposal_layer.cu", "INSTANTIATE_LAYER_GPU_FUNCS(ProposalLayer);",
+     PROPOSAL_BACKWARD_GPU),
+    ("include/caffe/util/device_alternate.hpp", "#else  // Normal GPU + CPU Caffe.\n",
+     "#else  // Normal GPU + CPU Caffe.\n\n" + GPU_CALLS_CPU),
+] + [(f"src/caffe/layers/{f}_layer.cpp", f"STUB_GPU({c});", f"STUB_GPU({c});\n#else\nV2V_GPU_CALLS_CPU({c});")
+     for f, c in CPU_ONLY_LAYERS.items()]
 CAFFE_BIN = "temp/tools/caffe.bin"  # the fork's Makefile fixes BUILD_DIR = temp
 
 
@@ -226,7 +277,7 @@ def copy_numpy_headers(src: Path, venv: Path) -> bool:
     return changed
 
 
-def prepare_tree(src: Path, sdist: Path, config: str, venv: Path) -> list[str]:
+def prepare_tree(src: Path, sdist: Path, config: str, venv: Path, cuda: bool) -> list[str]:
     """Put our files into an unpacked (or copied) source tree, touching only changes."""
     changed = []
     if copy_numpy_headers(src, venv):
@@ -235,7 +286,7 @@ def prepare_tree(src: Path, sdist: Path, config: str, venv: Path) -> list[str]:
     if write_if_changed(src / proto, patched_proto(pristine(sdist, proto)).encode()):
         changed.append("caffe.proto")
     texts: dict[str, str] = {}
-    for rel, old, new in SOURCE_PATCHES:
+    for rel, old, new in SOURCE_PATCHES + (CUDA_PATCHES if cuda else []):
         text = texts.setdefault(rel, pristine(sdist, rel))
         if old not in text:
             die(f"patch for {rel} does not apply: {old!r} not found")
@@ -278,8 +329,19 @@ def invalidate(src: Path, changed: list[str]) -> None:
             obj.unlink()
 
 
-def newest_build(builds: Path, exclude: str) -> Path | None:
-    done = [p for p in builds.iterdir() if p.name != exclude and (p / ".complete").exists()]
+def is_cuda_tree(tree: Path) -> bool:
+    cfg = tree / "Makefile.config"
+    return cfg.exists() and "CPU_ONLY := 1" not in cfg.read_text()
+
+
+def finished(builds: Path, cuda: bool) -> list[Path]:
+    """Finished builds of one flavour (CPU-only or CUDA)."""
+    return [p for p in builds.iterdir()
+            if (p / ".complete").exists() and is_cuda_tree(p) == cuda]
+
+
+def newest_build(builds: Path, exclude: str, cuda: bool) -> Path | None:
+    done = [p for p in finished(builds, cuda) if p.name != exclude]
     return max(done, key=lambda p: (p / ".complete").stat().st_mtime) if done else None
 
 
@@ -305,7 +367,8 @@ def run_make(src: Path, jobs: int) -> None:
 
 
 def build(cache: Path, venv: Path, cuda: bool, force: bool) -> Path:
-    config = makefile_config(venv, cuda)
+    home = cuda_toolkit.ensure_toolkit(cache, venv_python(venv)) if cuda else None
+    config = makefile_config(venv, home)
     key = inputs_key(config, cuda)
     builds = cache / "builds"
     builds.mkdir(parents=True, exist_ok=True)
@@ -317,8 +380,9 @@ def build(cache: Path, venv: Path, cuda: bool, force: bool) -> Path:
     work = builds / (key + ".tmp")
     if final.exists():
         shutil.rmtree(final)
-    base = newest_build(builds, key)
-    orphans = sorted(builds.glob("*.tmp"), key=lambda p: p.stat().st_mtime)
+    base = newest_build(builds, key, cuda)
+    orphans = sorted((o for o in builds.glob("*.tmp") if is_cuda_tree(o) == cuda),
+                     key=lambda p: p.stat().st_mtime)
     if work.exists():
         log(f"resuming interrupted build in {work}")
     elif base is None and orphans:
@@ -343,7 +407,7 @@ def build(cache: Path, venv: Path, cuda: bool, force: bool) -> Path:
         for stale in ["src/caffe/proto/caffe.pb.cc", "src/caffe/proto/caffe.pb.h",
                       "include/caffe/proto/caffe.pb.h", "python/caffe/proto/caffe_pb2.py"]:
             (work / stale).unlink(missing_ok=True)
-    invalidate(work, prepare_tree(work, sdist, config, venv))
+    invalidate(work, prepare_tree(work, sdist, config, venv, cuda))
     run_make(work, os.cpu_count() or 2)
     check = subprocess.run([str(work / CAFFE_BIN), "--version"],
                            capture_output=True, text=True)
@@ -351,14 +415,15 @@ def build(cache: Path, venv: Path, cuda: bool, force: bool) -> Path:
         die(f"built caffe binary does not run: {check.stderr.strip()}")
     (work / ".complete").write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
     work.rename(final)
-    prune(builds, keep=final)
+    prune(builds, keep=final, cuda=cuda)
     log(f"engine built: {final}")
     return final
 
 
-def prune(builds: Path, keep: Path) -> None:
-    done = sorted((p for p in builds.iterdir() if (p / ".complete").exists()),
-                  key=lambda p: (p / ".complete").stat().st_mtime, reverse=True)
+def prune(builds: Path, keep: Path, cuda: bool) -> None:
+    """Keep the newest KEEP_BUILDS builds of this flavour (the other flavour's are kept)."""
+    done = sorted(finished(builds, cuda), key=lambda p: (p / ".complete").stat().st_mtime,
+                  reverse=True)
     for old in done[KEEP_BUILDS:]:
         if old != keep:
             shutil.rmtree(old, ignore_errors=True)
@@ -394,7 +459,8 @@ def main() -> None:
     if not venv_python(venv).exists():
         die(f"{venv} has no bin/python; run engine/setup.sh first")
     if args.print_dir:
-        print(args.cache / "builds" / inputs_key(makefile_config(venv, args.cuda), args.cuda))
+        home = cuda_toolkit.cuda_home(args.cache) if args.cuda else None
+        print(args.cache / "builds" / inputs_key(makefile_config(venv, home), args.cuda))
         return
     install(build(args.cache.resolve(), venv, args.cuda, args.force), venv)
 

@@ -2,10 +2,15 @@
 # One-command setup, idempotent: Debian packages, .venv with pinned Python deps, the
 # Caffe engine (cached outside the work tree), pycaffe + bin/caffe in .venv, and this
 # project installed editable. A second run skips every step whose result is there.
-# Usage: engine/setup.sh [--with-torch] [--dev] [--no-engine] [--cuda]
+# Usage: engine/setup.sh [--with-torch] [--dev] [--no-engine] [--cuda | --cpu]
 #   --with-torch  also install the optional PyTorch runtime (requirements-torch.txt)
 #   --dev         also install the test and lint tools (requirements-dev.txt)
 #   --no-engine   Python packages only (e.g. `make prototxt`: the generator needs no Caffe)
+#   --cuda        the CUDA engine build (toolkit from pinned NVIDIA wheels; no GPU needed
+#                 to build, and it runs in CPU mode where there is none)
+#   --cpu         back to the CPU-only build
+# The venv remembers its engine flavour (.venv/v2v-flavour): after `--cuda`, a plain run
+# (make test, make demo) keeps the CUDA build. A fresh venv gets the CPU-only build.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -19,12 +24,14 @@ APT_PKGS=(build-essential python3-dev python3-venv python3-pip
 
 say() { echo "[setup] $*"; }
 
-WITH_TORCH=0; DEV=0; ENGINE=1; BUILD_ARGS=()
+WITH_TORCH=0; DEV=0; ENGINE=1; FLAVOUR=""; BUILD_ARGS=()
 for a in "$@"; do
   case "$a" in
     --with-torch) WITH_TORCH=1 ;;
     --dev) DEV=1 ;;
     --no-engine) ENGINE=0 ;;
+    --cuda) FLAVOUR=cuda ;;
+    --cpu) FLAVOUR=cpu ;;
     *) BUILD_ARGS+=("$a") ;;
   esac
 done
@@ -77,6 +84,10 @@ if [ "$ENGINE" = 0 ]; then
   exit 0
 fi
 
+[ -n "$FLAVOUR" ] || FLAVOUR="$(cat "$VENV/v2v-flavour" 2>/dev/null || echo cpu)"
+[ "$FLAVOUR" = cuda ] && BUILD_ARGS+=(--cuda)
+say "engine flavour: $FLAVOUR"
 "$VENV/bin/python" engine/build_caffe.py --venv "$VENV" ${BUILD_ARGS[@]+"${BUILD_ARGS[@]}"}
+echo "$FLAVOUR" > "$VENV/v2v-flavour"
 "$VENV/bin/python" -c "import caffe, models" || { echo "[setup] pycaffe does not import" >&2; exit 1; }
 say "ready: .venv/bin/python imports caffe; .venv/bin/caffe is the Caffe CLI"

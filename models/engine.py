@@ -2,6 +2,8 @@
 
 ``caffe()`` imports pycaffe (built by engine/setup.sh) with a clear message when it is
 missing, and quiets glog unless V2V_CAFFE_VERBOSE=1. ``pb2()`` gives caffe_pb2.
+``use_gpu(i)`` puts this thread's Caffe on GPU i, or raises GpuUnavailable saying why not
+(CPU-only build, no driver, no GPU, a driver too old) instead of Caffe's glog abort.
 """
 from __future__ import annotations
 
@@ -58,3 +60,28 @@ def cuda_build() -> bool:
     """True when the engine was built with CUDA (Makefile.config has no CPU_ONLY)."""
     cfg = engine_dir() / "Makefile.config"
     return cfg.exists() and "CPU_ONLY := 1" not in cfg.read_text()
+
+
+CPU_ONLY_REASON = ("this engine is the CPU-only build; build the CUDA engine with "
+                   "`make setup-cuda` (or use the GPU docker image)")
+
+
+def gpu_unavailable_reason() -> str:
+    """Why Caffe cannot run on a GPU here ("" when it can)."""
+    from models import gpu
+    if not cuda_build():
+        return CPU_ONLY_REASON
+    return gpu.probe().reason
+
+
+def use_gpu(device: int = 0):
+    """Caffe on GPU `device` for this thread; returns the caffe module."""
+    from models import gpu
+    reason = gpu_unavailable_reason()
+    if reason:
+        raise gpu.GpuUnavailable(f"GPU {device} requested: {reason}")
+    gpu.check_request([device], f"GPU {device}")
+    c = caffe()
+    c.set_device(device)
+    c.set_mode_gpu()
+    return c

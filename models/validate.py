@@ -21,7 +21,8 @@ from google.protobuf.message import DecodeError
 
 from models import shapes
 from models.schedule import POLICIES
-from models.engine import cuda_build, layer_types, pb2
+from models import gpu
+from models.engine import CPU_ONLY_REASON, cuda_build, layer_types, pb2
 from models.layerspec import SPECS, LayerSpecError
 
 SOLVER_TYPES = {"SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"}
@@ -252,6 +253,7 @@ def parse_caffe_args(argv: list[str]) -> tuple[str | None, dict[str, str]]:
 
 def check_caffe_command(argv: list[str]) -> None:
     cmd, f = parse_caffe_args(argv)
+    check_gpu_request(cmd, f)
     if cmd == "train":
         if "solver" not in f:
             raise ValidationError("caffe train needs -solver SOLVER.prototxt")
@@ -284,9 +286,41 @@ def check_caffe_command(argv: list[str]) -> None:
                     raise ValueError
             except ValueError:
                 raise ValidationError(f"-iterations must be a positive integer, got {f['iterations']}") from None
-    if "gpu" in f and f["gpu"] not in ("", "false") and not cuda_build():
-        raise ValidationError("-gpu given, but this engine is a CPU-only build "
-                              "(use the GPU docker image, see docker/README.md)")
+
+
+def _requested_gpus(cmd: str | None, f: dict[str, str]) -> tuple[str, list[int] | None] | None:
+    """(how it was asked, ids or None for all) when the command would make Caffe use a GPU."""
+    if f.get("gpu", "") not in ("", "false"):
+        return f"-gpu {f['gpu']}", gpu.parse_ids(f["gpu"])
+    if cmd == "device_query":
+        raise ValidationError("caffe device_query needs -gpu ID (e.g. -gpu 0)")
+    if cmd == "train" and "solver" in f:
+        s = load_solver(f["solver"])
+        if s.HasField("solver_mode") and s.solver_mode == s.GPU:
+            return f"solver_mode: GPU in {f['solver']}", [s.device_id]
+    return None
+
+
+def check_gpu_request(cmd: str | None, f: dict[str, str]) -> None:
+    """A GPU request Caffe cannot meet is a clear error here, not a glog abort there."""
+    try:
+        req = _requested_gpus(cmd, f)
+        if req is None:
+            return
+        what, ids = req
+        if not cuda_build():
+            raise ValidationError(f"{what}: {CPU_ONLY_REASON}")
+        ids = gpu.check_request(ids, what)
+    except gpu.GpuUnavailable as e:
+        raise ValidationError(str(e)) from None
+    if cmd == "train" and len(ids) > 1:
+        net = load_net(solver_nets(load_solver(f["solver"]))[0][0])
+        if any(layer.type == "Python" for layer in net.layer):
+            raise ValidationError(
+                f"{what}: Caffe's multi-GPU training cannot run Python layers (this fork "
+                "refuses them, as BVLC Caffe does) and our train nets read clips with one; "
+                "train on one GPU (-gpu 0) or on several with "
+                "`python -m tools.train --engine torch --gpus N`")
 
 
 def is_solver_file(path) -> bool:

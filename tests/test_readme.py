@@ -35,7 +35,10 @@ ELSEWHERE = {
     "make test-fast": "the suite itself, less its slow tests",
     "make demo": "minutes of training: tests/test_demo.py runs the demo's job (python -m tools.demo --quick)",
     "make bench": "timing runs: tests/test_bench.py runs python -m tools.bench on a small shape",
-    "make cuda-check": "needs nvcc and NVIDIA's wheels; not part of make test",
+    "make setup-cuda": "a 25-minute engine build that switches the venv the suite runs in",
+    "make setup-cpu": "switches the venv the suite runs in to the other engine build",
+    "make test-gpu": "the GPU tests: tests/test_gpu.py, where a GPU is (tests/test_gpu_probe.py checks the plumbing)",
+    "make gpu-check": "for a GPU machine: the CUDA build, make test-gpu and make bench in one run",
 }
 CAFFE_FLAGS = {"train": {"solver", "weights", "snapshot", "gpu"}, "test": {"model", "weights", "iterations", "gpu"},
                "time": {"model", "weights", "iterations", "gpu", "phase"}}

@@ -1,4 +1,4 @@
-"""Repository-level checks: Dockerfiles lint clean, CI calls make test, README commands."""
+"""Repository-level checks: Dockerfiles and shell scripts lint clean, CI calls make test, README commands."""
 from __future__ import annotations
 
 import subprocess
@@ -11,6 +11,13 @@ def test_dockerfiles_pass_hadolint():
     files = sorted(str(p) for p in (REPO / "docker").glob("Dockerfile*"))
     assert len(files) == 2
     r = subprocess.run([str(hadolint), *files], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_shell_scripts_pass_shellcheck():
+    files = sorted(str(p) for p in [*REPO.glob("engine/*.sh"), *REPO.glob("tests/*.sh"), REPO / ".ci" / "run"])
+    assert len(files) >= 5
+    r = subprocess.run([str(REPO / ".venv" / "bin" / "shellcheck"), *files], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
