@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -131,3 +130,16 @@ def test_wrapper_gpu_request_here():
 def test_device_query_needs_an_id():
     r = _caffe("device_query")
     assert r.returncode == 2 and "needs -gpu ID" in r.stderr
+
+
+def test_train_device_for_caffe(driver, monkeypatch):
+    from tools import train
+    assert train.caffe_gpu("cpu") is None
+    assert train.caffe_gpu("cuda") == 0 and train.caffe_gpu("cuda:3") == 3
+    for bad in ("gpu", "cuda:x", "cuda:-1"):
+        with pytest.raises(ValueError, match="expected cpu, cuda or cuda:N"):
+            train.caffe_gpu(bad)
+    monkeypatch.setattr(train, "gpu_unavailable_reason", lambda: "")
+    assert train.caffe_gpu(None) == 0  # a usable GPU is the default
+    monkeypatch.setattr(train, "gpu_unavailable_reason", lambda: "no GPU")
+    assert train.caffe_gpu(None) is None

@@ -28,7 +28,9 @@ What it adds to `caffe train` (which keeps working unchanged, from the repo root
 - stops on a NaN/inf loss with a message saying where and what to try;
 - its own test passes every ``test_interval`` (test_iter batches), logged to test_log.csv.
 
-Engines: ``--engine caffe`` (default) steps pycaffe's solver on the CPU; ``--engine torch``
+Engines: ``--engine caffe`` (default) steps pycaffe's solver, on GPU N with ``--device cuda:N``
+(the default when the engine is the CUDA build and a GPU is usable), else on the CPU;
+a GPU that cannot be used is a clear error (models/gpu.py). ``--engine torch``
 steps torch_runtime's Trainer (Caffe's SGD semantics; GPU when visible, bf16 autocast and
 channels_last_3d there unless ``--precision fp32`` / ``--no-channels-last``) and with
 ``--gpus N`` starts N DDP ranks through torchrun (``torchrun ... -m tools.train --engine
@@ -55,7 +57,8 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from models import validate
-from models.engine import caffe, pb2
+from models.engine import caffe, gpu_unavailable_reason, pb2, use_gpu
+from models.gpu import GpuUnavailable
 from models.paper import SINTEL_3FOLD
 from models.caffe_cli import max_iter_cap
 from models.paths import RUNS, resolve_repo_path, resolve_weights, snapshot_iter, user_path
@@ -158,13 +161,30 @@ def start_over(out: Path) -> None:
 
 
 # ------------------------------------------------------------------ the two engines
+def caffe_gpu(device: str | None) -> int | None:
+    """--device for the Caffe engine: the GPU id, or None for the CPU. Default: GPU 0 when
+    Caffe can use one (the CUDA build on a machine with a GPU), else the CPU."""
+    if device is None:
+        return 0 if not gpu_unavailable_reason() else None
+    if device == "cpu":
+        return None
+    kind, _, idx = device.partition(":")
+    if kind != "cuda" or not (idx.isdigit() or idx == ""):
+        raise ValueError(f"--device {device}: expected cpu, cuda or cuda:N")
+    return int(idx or 0)
+
+
 class CaffeEngine:
-    """pycaffe's solver (Caffe's own SGD), on the CPU."""
+    """pycaffe's solver (Caffe's own SGD), on the CPU or one GPU."""
     main = True
 
-    def __init__(self, run: Run, state: Path | None, log):
+    def __init__(self, run: Run, state: Path | None, log, device: str | None = None):
         os.environ["V2V_START_ITER"] = str(state_iter(state) * max(run.sp.iter_size, 1) if state else 0)
-        cf = caffe()
+        gpu_id = caffe_gpu(device)
+        try:
+            cf = caffe() if gpu_id is None else use_gpu(gpu_id)
+        except GpuUnavailable as e:
+            raise TrainError(str(e)) from None
         if run.sp.random_seed >= 0:
             cf.set_random_seed(run.sp.random_seed)
         try:
@@ -172,7 +192,7 @@ class CaffeEngine:
         finally:
             os.environ.pop("V2V_START_ITER", None)  # read once by the data layers' setup
         self.sp = run.sp
-        self.describe = "caffe (pycaffe, CPU)"
+        self.describe = f"caffe (pycaffe, {'CPU' if gpu_id is None else f'GPU {gpu_id}'})"
         if state:
             self.solver.restore(str(state))
             log(f"resumed from {state} at iteration {self.iter}")
@@ -269,7 +289,7 @@ class TorchEngine:
 
 def start_engine(engine: str, run: Run, state, log, options: dict):
     if engine == "caffe":
-        return CaffeEngine(run, state, log)
+        return CaffeEngine(run, state, log, options.get("device"))
     try:
         return TorchEngine(run, state, log, options)
     except (ImportError, OSError) as e:  # torch missing; a file a data layer needs
@@ -539,7 +559,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--weights", action="append", help="caffemodel(s) to copy by layer name (e.g. "
                     "converted C3D weights), or a run folder (its newest snapshot); repeat or comma-separate")
     ap.add_argument("--engine", choices=("caffe", "torch"), default="caffe",
-                    help="caffe: pycaffe's solver (CPU); torch: the PyTorch runtime")
+                    help="caffe: pycaffe's solver (CPU, or a GPU with the CUDA build); torch: the PyTorch runtime")
     ap.add_argument("--gpus", type=int, default=1,
                     help="torch engine: N > 1 starts N DDP ranks on this machine through torchrun")
     ap.add_argument("--out", help="output folder (default runs/<net>, <net> from the solver's "
@@ -549,8 +569,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--fresh", action="store_true", help="ignore and delete earlier snapshots in --out")
     ap.add_argument("--log-every", type=int, default=20, help="log interval without a terminal")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when the engine can use one)")
     t = ap.add_argument_group("torch engine")
-    t.add_argument("--device", help="cpu or cuda (default: cuda when visible)")
     t.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="default bf16 on CUDA, fp32 on CPU")
     t.add_argument("--no-channels-last", action="store_true", help="keep NCDHW on CUDA")
     t.add_argument("--compile", action="store_true", help="torch.compile the net")
@@ -562,9 +582,14 @@ def check_args(ap, a) -> None:
         ap.error("--solver is required (or --sintel-3fold)")
     if a.sintel_3fold and not a.weights:
         ap.error("--sintel-3fold fine-tunes a trained UCF101 flow model: give --weights")
-    if a.engine == "caffe" and (a.gpus != 1 or any(getattr(a, o) for o in TORCH_OPTIONS)):
-        ap.error("--gpus, --device, --precision, --no-channels-last and --compile are for --engine torch "
-                 "(Caffe's own multi-GPU training: caffe train -gpu all)")
+    if a.engine == "caffe" and (a.gpus != 1 or any(getattr(a, o) for o in TORCH_OPTIONS if o != "device")):
+        ap.error("--gpus, --precision, --no-channels-last and --compile are for --engine torch (Caffe trains "
+                 "on one device: --device cuda:N; its multi-GPU training cannot run our Python data layers)")
+    if a.engine == "caffe" and a.device:
+        try:
+            caffe_gpu(a.device)
+        except ValueError as e:
+            ap.error(str(e))
     if a.gpus < 1:
         ap.error("--gpus must be >= 1")
     if a.gpus > 1 and a.sintel_3fold:
