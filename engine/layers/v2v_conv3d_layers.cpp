@@ -117,146 +117,138 @@ void Base3DConvLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   g.out_w = is_deconv() ? in_w_ : out_w_;
   kernel_dim_ = g.channels / group_ * kernel_d_ * kernel_s_ * kernel_s_;
   col_cols_ = g.out_l * g.out_h * g.out_w;
+  small_channels_ = (is_deconv() ? channels_ : num_output_) / group_;
+  out_dim_ = out_l_ * out_h_ * out_w_;
   vector<int> cshape(2);
   cshape[0] = kernel_dim_ * group_;
   cshape[1] = col_cols_;
   col_buffer_.Reshape(cshape);
-  vector<int> mshape(1, out_l_ * out_h_ * out_w_);
+  vector<int> mshape(1, out_dim_);
   if (bias_term_ && bias_multiplier_.shape() != mshape) {
     bias_multiplier_.Reshape(mshape);
     caffe_set(bias_multiplier_.count(), Dtype(1), bias_multiplier_.mutable_cpu_data());
   }
 }
 
-// ---------------------------------------------------------------- Convolution3D
-template <typename Dtype>
-void Convolution3DLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
-                                            const vector<Blob<Dtype>*>& top) {
-  const Dtype* x = bottom[0]->cpu_data();
-  const Dtype* w = this->blobs_[0]->cpu_data();
-  Dtype* y = top[0]->mutable_cpu_data();
-  Dtype* col = this->col_buffer_.mutable_cpu_data();
-  const int N = bottom[0]->shape(0);
-  const int g = this->group_;
-  const int M = this->num_output_ / g, K = this->kernel_dim_, P = this->col_cols_;
+// ------------------------------------------- Base3DConvLayer: the GEMM logic, any device
+template <typename Dtype> template <class D>
+void Base3DConvLayer<Dtype>::forward_gemm(const Dtype* big, const Dtype* weights,
+                                          Dtype* small, bool skip_vol2col) {
+  Dtype* col = D::mutable_data(&col_buffer_);
+  const int M = small_channels_, K = kernel_dim_, P = col_cols_;
+  if (!skip_vol2col) D::vol2col(big, geom_, col);
+  for (int g = 0; g < group_; ++g)
+    D::gemm(CblasNoTrans, CblasNoTrans, M, P, K, Dtype(1), weights + g * M * K,
+            col + static_cast<long>(g) * K * P, Dtype(0), small + static_cast<long>(g) * M * P);
+}
+
+template <typename Dtype> template <class D>
+void Base3DConvLayer<Dtype>::backward_gemm(const Dtype* small, const Dtype* weights,
+                                           Dtype* big) {
+  Dtype* col = D::mutable_data(&col_buffer_);
+  const int M = small_channels_, K = kernel_dim_, P = col_cols_;
+  for (int g = 0; g < group_; ++g)
+    D::gemm(CblasTrans, CblasNoTrans, K, P, M, Dtype(1), weights + g * M * K,
+            small + static_cast<long>(g) * M * P, Dtype(0), col + static_cast<long>(g) * K * P);
+  D::col2vol(col, geom_, big);
+}
+
+template <typename Dtype> template <class D>
+void Base3DConvLayer<Dtype>::weight_gemm(const Dtype* big, const Dtype* small,
+                                         Dtype* dweights) {
+  Dtype* col = D::mutable_data(&col_buffer_);
+  const int M = small_channels_, K = kernel_dim_, P = col_cols_;
+  D::vol2col(big, geom_, col);
+  for (int g = 0; g < group_; ++g)
+    D::gemm(CblasNoTrans, CblasTrans, M, K, P, Dtype(1), small + static_cast<long>(g) * M * P,
+            col + static_cast<long>(g) * K * P, Dtype(1), dweights + g * M * K);
+}
+
+template <typename Dtype> template <class D>
+void Base3DConvLayer<Dtype>::forward_bias(Dtype* out, const Dtype* bias) {
+  D::gemm(CblasNoTrans, CblasNoTrans, num_output_, out_dim_, 1, Dtype(1), bias,
+          D::data(bias_multiplier_), Dtype(1), out);
+}
+
+template <typename Dtype> template <class D>
+void Base3DConvLayer<Dtype>::backward_bias(Dtype* dbias, const Dtype* dout) {
+  D::gemv(CblasNoTrans, num_output_, out_dim_, Dtype(1), dout, D::data(bias_multiplier_),
+          Dtype(1), dbias);
+}
+
+template <typename Dtype> template <class D>
+void Base3DConvLayer<Dtype>::forward(const vector<Blob<Dtype>*>& bottom,
+                                     const vector<Blob<Dtype>*>& top) {
+  const Dtype* w = D::data(*this->blobs_[0]);
   const long xdim = bottom[0]->count(1), ydim = top[0]->count(1);
-  for (int n = 0; n < N; ++n) {
-    v2v_vol2col_cpu(x + n * xdim, this->geom_, col);
-    for (int gi = 0; gi < g; ++gi) {
-      caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, M, P, K, Dtype(1),
-                            w + gi * M * K, col + static_cast<long>(gi) * K * P, Dtype(0),
-                            y + n * ydim + static_cast<long>(gi) * M * P);
-    }
-    if (this->bias_term_) {
-      caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, this->num_output_, P, 1, Dtype(1),
-                            this->blobs_[1]->cpu_data(), this->bias_multiplier_.cpu_data(),
-                            Dtype(1), y + n * ydim);
-    }
+  for (int n = 0; n < bottom[0]->shape(0); ++n) {
+    const Dtype* x = D::data(*bottom[0]) + n * xdim;
+    Dtype* y = D::mutable_data(top[0]) + n * ydim;
+    if (is_deconv())
+      backward_gemm<D>(x, w, y);
+    else
+      forward_gemm<D>(x, w, y, false);
+    if (bias_term_) forward_bias<D>(y, D::data(*this->blobs_[1]));
   }
 }
 
-template <typename Dtype>
-void Convolution3DLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
-                                             const vector<bool>& propagate_down,
-                                             const vector<Blob<Dtype>*>& bottom) {
-  const Dtype* dy = top[0]->cpu_diff();
-  const Dtype* x = bottom[0]->cpu_data();
-  const Dtype* w = this->blobs_[0]->cpu_data();
-  Dtype* col = this->col_buffer_.mutable_cpu_data();
+template <typename Dtype> template <class D>
+void Base3DConvLayer<Dtype>::backward(const vector<Blob<Dtype>*>& top,
+                                      const vector<bool>& propagate_down,
+                                      const vector<Blob<Dtype>*>& bottom) {
   const int N = bottom[0]->shape(0);
-  const int g = this->group_;
-  const int M = this->num_output_ / g, K = this->kernel_dim_, P = this->col_cols_;
   const long xdim = bottom[0]->count(1), ydim = top[0]->count(1);
-  if (this->bias_term_ && this->param_propagate_down_[1]) {
-    Dtype* db = this->blobs_[1]->mutable_cpu_diff();
+  if (bias_term_ && this->param_propagate_down_[1]) {
     for (int n = 0; n < N; ++n)
-      caffe_cpu_gemv<Dtype>(CblasNoTrans, this->num_output_, P, Dtype(1), dy + n * ydim,
-                            this->bias_multiplier_.cpu_data(), Dtype(1), db);
-  }
-  const bool dw_needed = this->param_propagate_down_[0];
-  for (int n = 0; n < N; ++n) {
-    if (dw_needed) {
-      Dtype* dw = this->blobs_[0]->mutable_cpu_diff();
-      v2v_vol2col_cpu(x + n * xdim, this->geom_, col);
-      for (int gi = 0; gi < g; ++gi)
-        caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, M, K, P, Dtype(1),
-                              dy + n * ydim + static_cast<long>(gi) * M * P,
-                              col + static_cast<long>(gi) * K * P, Dtype(1), dw + gi * M * K);
-    }
-    if (propagate_down[0]) {
-      for (int gi = 0; gi < g; ++gi)
-        caffe_cpu_gemm<Dtype>(CblasTrans, CblasNoTrans, K, P, M, Dtype(1), w + gi * M * K,
-                              dy + n * ydim + static_cast<long>(gi) * M * P, Dtype(0),
-                              col + static_cast<long>(gi) * K * P);
-      v2v_col2vol_cpu(col, this->geom_, bottom[0]->mutable_cpu_diff() + n * xdim);
-    }
-  }
-}
-
-// ---------------------------------------------------------------- Deconvolution3D
-template <typename Dtype>
-void Deconvolution3DLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
-                                              const vector<Blob<Dtype>*>& top) {
-  const Dtype* x = bottom[0]->cpu_data();
-  const Dtype* w = this->blobs_[0]->cpu_data();
-  Dtype* y = top[0]->mutable_cpu_data();
-  Dtype* col = this->col_buffer_.mutable_cpu_data();
-  const int N = bottom[0]->shape(0);
-  const int g = this->group_;
-  const int C = this->channels_ / g, K = this->kernel_dim_, P = this->col_cols_;
-  const long xdim = bottom[0]->count(1), ydim = top[0]->count(1);
-  const int Q = this->out_l_ * this->out_h_ * this->out_w_;
-  for (int n = 0; n < N; ++n) {
-    for (int gi = 0; gi < g; ++gi)
-      caffe_cpu_gemm<Dtype>(CblasTrans, CblasNoTrans, K, P, C, Dtype(1), w + gi * C * K,
-                            x + n * xdim + static_cast<long>(gi) * C * P, Dtype(0),
-                            col + static_cast<long>(gi) * K * P);
-    v2v_col2vol_cpu(col, this->geom_, y + n * ydim);
-    if (this->bias_term_) {
-      caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, this->num_output_, Q, 1, Dtype(1),
-                            this->blobs_[1]->cpu_data(), this->bias_multiplier_.cpu_data(),
-                            Dtype(1), y + n * ydim);
-    }
-  }
-}
-
-template <typename Dtype>
-void Deconvolution3DLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
-                                               const vector<bool>& propagate_down,
-                                               const vector<Blob<Dtype>*>& bottom) {
-  const Dtype* dy = top[0]->cpu_diff();
-  const Dtype* x = bottom[0]->cpu_data();
-  const Dtype* w = this->blobs_[0]->cpu_data();
-  Dtype* col = this->col_buffer_.mutable_cpu_data();
-  const int N = bottom[0]->shape(0);
-  const int g = this->group_;
-  const int C = this->channels_ / g, K = this->kernel_dim_, P = this->col_cols_;
-  const long xdim = bottom[0]->count(1), ydim = top[0]->count(1);
-  const int Q = this->out_l_ * this->out_h_ * this->out_w_;
-  if (this->bias_term_ && this->param_propagate_down_[1]) {
-    Dtype* db = this->blobs_[1]->mutable_cpu_diff();
-    for (int n = 0; n < N; ++n)
-      caffe_cpu_gemv<Dtype>(CblasNoTrans, this->num_output_, Q, Dtype(1), dy + n * ydim,
-                            this->bias_multiplier_.cpu_data(), Dtype(1), db);
+      backward_bias<D>(D::mutable_diff(this->blobs_[1].get()), D::diff(*top[0]) + n * ydim);
   }
   const bool dw_needed = this->param_propagate_down_[0];
   if (!dw_needed && !propagate_down[0]) return;
+  const Dtype* w = D::data(*this->blobs_[0]);
   for (int n = 0; n < N; ++n) {
-    v2v_vol2col_cpu(dy + n * ydim, this->geom_, col);
-    for (int gi = 0; gi < g; ++gi) {
-      if (dw_needed)
-        caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, C, K, P, Dtype(1),
-                              x + n * xdim + static_cast<long>(gi) * C * P,
-                              col + static_cast<long>(gi) * K * P, Dtype(1),
-                              this->blobs_[0]->mutable_cpu_diff() + gi * C * K);
-      if (propagate_down[0])
-        caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, C, P, K, Dtype(1), w + gi * C * K,
-                              col + static_cast<long>(gi) * K * P, Dtype(0),
-                              bottom[0]->mutable_cpu_diff() + n * xdim +
-                                  static_cast<long>(gi) * C * P);
-    }
+    const Dtype* x = D::data(*bottom[0]) + n * xdim;
+    const Dtype* dy = D::diff(*top[0]) + n * ydim;
+    if (dw_needed)
+      weight_gemm<D>(is_deconv() ? dy : x, is_deconv() ? x : dy,
+                     D::mutable_diff(this->blobs_[0].get()));
+    if (!propagate_down[0]) continue;
+    Dtype* dx = D::mutable_diff(bottom[0]) + n * xdim;
+    if (is_deconv())
+      forward_gemm<D>(dy, w, dx, dw_needed);  // weight_gemm left vol2col(dy) in the buffer
+    else
+      backward_gemm<D>(dy, w, dx);
   }
 }
+
+template <typename Dtype>
+void Base3DConvLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+                                         const vector<Blob<Dtype>*>& top) {
+  forward<V2VCpu<Dtype> >(bottom, top);
+}
+
+template <typename Dtype>
+void Base3DConvLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
+                                          const vector<bool>& propagate_down,
+                                          const vector<Blob<Dtype>*>& bottom) {
+  backward<V2VCpu<Dtype> >(top, propagate_down, bottom);
+}
+
+#ifndef CPU_ONLY
+template <typename Dtype>
+void Base3DConvLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
+                                         const vector<Blob<Dtype>*>& top) {
+  forward<V2VGpu<Dtype> >(bottom, top);
+}
+
+template <typename Dtype>
+void Base3DConvLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
+                                          const vector<bool>& propagate_down,
+                                          const vector<Blob<Dtype>*>& bottom) {
+  backward<V2VGpu<Dtype> >(top, propagate_down, bottom);
+}
+#else
+STUB_GPU(Base3DConvLayer);
+#endif
 
 // ---------------------------------------------------------------- Pooling3D
 template <typename Dtype>
@@ -411,8 +403,6 @@ void Pooling3DLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
 }
 
 #ifdef CPU_ONLY
-STUB_GPU(Convolution3DLayer);
-STUB_GPU(Deconvolution3DLayer);
 STUB_GPU(Pooling3DLayer);
 #endif
 

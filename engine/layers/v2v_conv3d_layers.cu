@@ -1,5 +1,6 @@
-// CUDA code of Convolution3D / Deconvolution3D / Pooling3D and vol2col (see the headers).
-// Written for this project; built only with --cuda (docker GPU image, `make cuda-check`).
+// CUDA kernels of vol2col / col2vol (Convolution3D / Deconvolution3D run their GEMM logic,
+// written once in the .cpp, over them) and of Pooling3D. Written for this project; built
+// by `make setup-cuda` (engine/setup.sh --cuda).
 #include <algorithm>
 #include <cfloat>
 #include <vector>
@@ -101,131 +102,6 @@ template void v2v_vol2col_gpu<float>(const float*, const Vol2ColGeometry&, float
 template void v2v_vol2col_gpu<double>(const double*, const Vol2ColGeometry&, double*);
 template void v2v_col2vol_gpu<float>(const float*, const Vol2ColGeometry&, float*);
 template void v2v_col2vol_gpu<double>(const double*, const Vol2ColGeometry&, double*);
-
-// ---------------------------------------------------------------- Convolution3D
-template <typename Dtype>
-void Convolution3DLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
-                                            const vector<Blob<Dtype>*>& top) {
-  const Dtype* x = bottom[0]->gpu_data();
-  const Dtype* w = this->blobs_[0]->gpu_data();
-  Dtype* y = top[0]->mutable_gpu_data();
-  Dtype* col = this->col_buffer_.mutable_gpu_data();
-  const int N = bottom[0]->shape(0);
-  const int g = this->group_;
-  const int M = this->num_output_ / g, K = this->kernel_dim_, P = this->col_cols_;
-  const long xdim = bottom[0]->count(1), ydim = top[0]->count(1);
-  for (int n = 0; n < N; ++n) {
-    v2v_vol2col_gpu(x + n * xdim, this->geom_, col);
-    for (int gi = 0; gi < g; ++gi)
-      caffe_gpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, M, P, K, Dtype(1), w + gi * M * K,
-                            col + static_cast<long>(gi) * K * P, Dtype(0),
-                            y + n * ydim + static_cast<long>(gi) * M * P);
-    if (this->bias_term_)
-      caffe_gpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, this->num_output_, P, 1, Dtype(1),
-                            this->blobs_[1]->gpu_data(), this->bias_multiplier_.gpu_data(),
-                            Dtype(1), y + n * ydim);
-  }
-}
-
-template <typename Dtype>
-void Convolution3DLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
-                                             const vector<bool>& propagate_down,
-                                             const vector<Blob<Dtype>*>& bottom) {
-  const Dtype* dy = top[0]->gpu_diff();
-  const Dtype* x = bottom[0]->gpu_data();
-  const Dtype* w = this->blobs_[0]->gpu_data();
-  Dtype* col = this->col_buffer_.mutable_gpu_data();
-  const int N = bottom[0]->shape(0);
-  const int g = this->group_;
-  const int M = this->num_output_ / g, K = this->kernel_dim_, P = this->col_cols_;
-  const long xdim = bottom[0]->count(1), ydim = top[0]->count(1);
-  if (this->bias_term_ && this->param_propagate_down_[1]) {
-    Dtype* db = this->blobs_[1]->mutable_gpu_diff();
-    for (int n = 0; n < N; ++n)
-      caffe_gpu_gemv<Dtype>(CblasNoTrans, this->num_output_, P, Dtype(1), dy + n * ydim,
-                            this->bias_multiplier_.gpu_data(), Dtype(1), db);
-  }
-  for (int n = 0; n < N; ++n) {
-    if (this->param_propagate_down_[0]) {
-      v2v_vol2col_gpu(x + n * xdim, this->geom_, col);
-      for (int gi = 0; gi < g; ++gi)
-        caffe_gpu_gemm<Dtype>(CblasNoTrans, CblasTrans, M, K, P, Dtype(1),
-                              dy + n * ydim + static_cast<long>(gi) * M * P,
-                              col + static_cast<long>(gi) * K * P, Dtype(1),
-                              this->blobs_[0]->mutable_gpu_diff() + gi * M * K);
-    }
-    if (propagate_down[0]) {
-      for (int gi = 0; gi < g; ++gi)
-        caffe_gpu_gemm<Dtype>(CblasTrans, CblasNoTrans, K, P, M, Dtype(1), w + gi * M * K,
-                              dy + n * ydim + static_cast<long>(gi) * M * P, Dtype(0),
-                              col + static_cast<long>(gi) * K * P);
-      v2v_col2vol_gpu(col, this->geom_, bottom[0]->mutable_gpu_diff() + n * xdim);
-    }
-  }
-}
-
-// ---------------------------------------------------------------- Deconvolution3D
-template <typename Dtype>
-void Deconvolution3DLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
-                                              const vector<Blob<Dtype>*>& top) {
-  const Dtype* x = bottom[0]->gpu_data();
-  const Dtype* w = this->blobs_[0]->gpu_data();
-  Dtype* y = top[0]->mutable_gpu_data();
-  Dtype* col = this->col_buffer_.mutable_gpu_data();
-  const int N = bottom[0]->shape(0);
-  const int g = this->group_;
-  const int C = this->channels_ / g, K = this->kernel_dim_, P = this->col_cols_;
-  const long xdim = bottom[0]->count(1), ydim = top[0]->count(1);
-  const int Q = this->out_l_ * this->out_h_ * this->out_w_;
-  for (int n = 0; n < N; ++n) {
-    for (int gi = 0; gi < g; ++gi)
-      caffe_gpu_gemm<Dtype>(CblasTrans, CblasNoTrans, K, P, C, Dtype(1), w + gi * C * K,
-                            x + n * xdim + static_cast<long>(gi) * C * P, Dtype(0),
-                            col + static_cast<long>(gi) * K * P);
-    v2v_col2vol_gpu(col, this->geom_, y + n * ydim);
-    if (this->bias_term_)
-      caffe_gpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, this->num_output_, Q, 1, Dtype(1),
-                            this->blobs_[1]->gpu_data(), this->bias_multiplier_.gpu_data(),
-                            Dtype(1), y + n * ydim);
-  }
-}
-
-template <typename Dtype>
-void Deconvolution3DLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
-                                               const vector<bool>& propagate_down,
-                                               const vector<Blob<Dtype>*>& bottom) {
-  const Dtype* dy = top[0]->gpu_diff();
-  const Dtype* x = bottom[0]->gpu_data();
-  const Dtype* w = this->blobs_[0]->gpu_data();
-  Dtype* col = this->col_buffer_.mutable_gpu_data();
-  const int N = bottom[0]->shape(0);
-  const int g = this->group_;
-  const int C = this->channels_ / g, K = this->kernel_dim_, P = this->col_cols_;
-  const long xdim = bottom[0]->count(1), ydim = top[0]->count(1);
-  const int Q = this->out_l_ * this->out_h_ * this->out_w_;
-  if (this->bias_term_ && this->param_propagate_down_[1]) {
-    Dtype* db = this->blobs_[1]->mutable_gpu_diff();
-    for (int n = 0; n < N; ++n)
-      caffe_gpu_gemv<Dtype>(CblasNoTrans, this->num_output_, Q, Dtype(1), dy + n * ydim,
-                            this->bias_multiplier_.gpu_data(), Dtype(1), db);
-  }
-  if (!this->param_propagate_down_[0] && !propagate_down[0]) return;
-  for (int n = 0; n < N; ++n) {
-    v2v_vol2col_gpu(dy + n * ydim, this->geom_, col);
-    for (int gi = 0; gi < g; ++gi) {
-      if (this->param_propagate_down_[0])
-        caffe_gpu_gemm<Dtype>(CblasNoTrans, CblasTrans, C, K, P, Dtype(1),
-                              x + n * xdim + static_cast<long>(gi) * C * P,
-                              col + static_cast<long>(gi) * K * P, Dtype(1),
-                              this->blobs_[0]->mutable_gpu_diff() + gi * C * K);
-      if (propagate_down[0])
-        caffe_gpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, C, P, K, Dtype(1), w + gi * C * K,
-                              col + static_cast<long>(gi) * K * P, Dtype(0),
-                              bottom[0]->mutable_gpu_diff() + n * xdim +
-                                  static_cast<long>(gi) * C * P);
-    }
-  }
-}
 
 // ---------------------------------------------------------------- Pooling3D
 struct Pool3DGeometry {
@@ -339,8 +215,6 @@ void Pooling3DLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
   CUDA_POST_KERNEL_CHECK;
 }
 
-INSTANTIATE_LAYER_GPU_FUNCS(Convolution3DLayer);
-INSTANTIATE_LAYER_GPU_FUNCS(Deconvolution3DLayer);
 INSTANTIATE_LAYER_GPU_FUNCS(Pooling3DLayer);
 
 }  // namespace caffe

@@ -1,5 +1,6 @@
 // Convolution3D, Deconvolution3D and Pooling3D: C3D-v1.1's layer types, parameters and
-// blob shapes, implemented for this project (vol2col + GEMM; CUDA kernels in the .cu).
+// blob shapes, implemented for this project: vol2col + GEMM, written once for CPU and
+// GPU as BVLC's base_conv_layer does (the .cu holds only the CUDA kernels).
 //
 // Blobs: 5D (N, C, L, H, W). Convolution3D weight (out, in/group, kd, k, k),
 // Deconvolution3D weight (in, out/group, kd, k, k), bias (1, 1, 1, 1, out).
@@ -17,10 +18,63 @@
 #include "caffe/layer.hpp"
 #include "caffe/proto/caffe.pb.h"
 #include "caffe/layers/v2v_vol2col.hpp"
+#include "caffe/util/math_functions.hpp"
 
 namespace caffe {
 
-// Shared parameters, blobs and buffers of Convolution3D and Deconvolution3D.
+// The device a layer runs on, as BVLC's base_conv_layer sees it: blob memory, GEMM/GEMV
+// and the column kernels. The GEMM logic of Convolution3D / Deconvolution3D is written once
+// over these (Base3DConvLayer::forward / backward); CPU and GPU differ only in the kernels.
+template <typename Dtype>
+struct V2VCpu {
+  static const Dtype* data(const Blob<Dtype>& b) { return b.cpu_data(); }
+  static const Dtype* diff(const Blob<Dtype>& b) { return b.cpu_diff(); }
+  static Dtype* mutable_data(Blob<Dtype>* b) { return b->mutable_cpu_data(); }
+  static Dtype* mutable_diff(Blob<Dtype>* b) { return b->mutable_cpu_diff(); }
+  static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, Dtype alpha,
+                   const Dtype* a, const Dtype* b, Dtype beta, Dtype* c) {
+    caffe_cpu_gemm<Dtype>(ta, tb, m, n, k, alpha, a, b, beta, c);
+  }
+  static void gemv(CBLAS_TRANSPOSE ta, int m, int n, Dtype alpha, const Dtype* a,
+                   const Dtype* x, Dtype beta, Dtype* y) {
+    caffe_cpu_gemv<Dtype>(ta, m, n, alpha, a, x, beta, y);
+  }
+  static void vol2col(const Dtype* vol, const Vol2ColGeometry& g, Dtype* col) {
+    v2v_vol2col_cpu(vol, g, col);
+  }
+  static void col2vol(const Dtype* col, const Vol2ColGeometry& g, Dtype* vol) {
+    v2v_col2vol_cpu(col, g, vol);
+  }
+};
+
+#ifndef CPU_ONLY
+template <typename Dtype>
+struct V2VGpu {
+  static const Dtype* data(const Blob<Dtype>& b) { return b.gpu_data(); }
+  static const Dtype* diff(const Blob<Dtype>& b) { return b.gpu_diff(); }
+  static Dtype* mutable_data(Blob<Dtype>* b) { return b->mutable_gpu_data(); }
+  static Dtype* mutable_diff(Blob<Dtype>* b) { return b->mutable_gpu_diff(); }
+  static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, Dtype alpha,
+                   const Dtype* a, const Dtype* b, Dtype beta, Dtype* c) {
+    caffe_gpu_gemm<Dtype>(ta, tb, m, n, k, alpha, a, b, beta, c);
+  }
+  static void gemv(CBLAS_TRANSPOSE ta, int m, int n, Dtype alpha, const Dtype* a,
+                   const Dtype* x, Dtype beta, Dtype* y) {
+    caffe_gpu_gemv<Dtype>(ta, m, n, alpha, a, x, beta, y);
+  }
+  static void vol2col(const Dtype* vol, const Vol2ColGeometry& g, Dtype* col) {
+    v2v_vol2col_gpu(vol, g, col);
+  }
+  static void col2vol(const Dtype* col, const Vol2ColGeometry& g, Dtype* vol) {
+    v2v_col2vol_gpu(col, g, vol);
+  }
+};
+#endif
+
+// Convolution3D and Deconvolution3D: parameters, blobs, buffers and the GEMM logic.
+// Deconvolution is the adjoint of convolution with the roles of the volumes swapped: the
+// "big" volume (conv input, deconv output) is the one vol2col reads, the "small" one (conv
+// output, deconv input) is what the GEMMs produce from the columns.
 template <typename Dtype>
 class Base3DConvLayer : public Layer<Dtype> {
  public:
@@ -34,6 +88,30 @@ class Base3DConvLayer : public Layer<Dtype> {
 
  protected:
   virtual bool is_deconv() const = 0;
+  virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+                           const vector<Blob<Dtype>*>& top);
+  virtual void Forward_gpu(const vector<Blob<Dtype>*>& bottom,
+                           const vector<Blob<Dtype>*>& top);
+  virtual void Backward_cpu(const vector<Blob<Dtype>*>& top,
+                            const vector<bool>& propagate_down,
+                            const vector<Blob<Dtype>*>& bottom);
+  virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
+                            const vector<bool>& propagate_down,
+                            const vector<Blob<Dtype>*>& bottom);
+  // The whole batch, on device D (V2VCpu or V2VGpu).
+  template <class D> void forward(const vector<Blob<Dtype>*>& bottom,
+                                  const vector<Blob<Dtype>*>& top);
+  template <class D> void backward(const vector<Blob<Dtype>*>& top,
+                                   const vector<bool>& propagate_down,
+                                   const vector<Blob<Dtype>*>& bottom);
+  // One image. small = W * vol2col(big); big = col2vol(W^T * small);
+  // dW += small * vol2col(big)^T (skip_vol2col: the columns of big are already there).
+  template <class D> void forward_gemm(const Dtype* big, const Dtype* weights, Dtype* small,
+                                       bool skip_vol2col);
+  template <class D> void backward_gemm(const Dtype* small, const Dtype* weights, Dtype* big);
+  template <class D> void weight_gemm(const Dtype* big, const Dtype* small, Dtype* dweights);
+  template <class D> void forward_bias(Dtype* out, const Dtype* bias);
+  template <class D> void backward_bias(Dtype* dbias, const Dtype* dout);
 
   int num_output_, channels_, group_;
   int kernel_d_, kernel_s_, stride_d_, stride_s_, pad_d_, pad_s_;
@@ -44,6 +122,8 @@ class Base3DConvLayer : public Layer<Dtype> {
   Vol2ColGeometry geom_;
   int kernel_dim_;     // per group: rows of the col buffer / group
   int col_cols_;       // columns of the col buffer
+  int small_channels_;  // per group: channels of the small volume
+  int out_dim_;        // spatial size of the top blob (what the bias is added over)
   Blob<Dtype> col_buffer_;
   Blob<Dtype> bias_multiplier_;
 };
@@ -57,16 +137,6 @@ class Convolution3DLayer : public Base3DConvLayer<Dtype> {
 
  protected:
   virtual bool is_deconv() const { return false; }
-  virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
-                           const vector<Blob<Dtype>*>& top);
-  virtual void Forward_gpu(const vector<Blob<Dtype>*>& bottom,
-                           const vector<Blob<Dtype>*>& top);
-  virtual void Backward_cpu(const vector<Blob<Dtype>*>& top,
-                            const vector<bool>& propagate_down,
-                            const vector<Blob<Dtype>*>& bottom);
-  virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
-                            const vector<bool>& propagate_down,
-                            const vector<Blob<Dtype>*>& bottom);
 };
 
 template <typename Dtype>
@@ -78,16 +148,6 @@ class Deconvolution3DLayer : public Base3DConvLayer<Dtype> {
 
  protected:
   virtual bool is_deconv() const { return true; }
-  virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
-                           const vector<Blob<Dtype>*>& top);
-  virtual void Forward_gpu(const vector<Blob<Dtype>*>& bottom,
-                           const vector<Blob<Dtype>*>& top);
-  virtual void Backward_cpu(const vector<Blob<Dtype>*>& top,
-                            const vector<bool>& propagate_down,
-                            const vector<Blob<Dtype>*>& bottom);
-  virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
-                            const vector<bool>& propagate_down,
-                            const vector<Blob<Dtype>*>& bottom);
 };
 
 template <typename Dtype>
