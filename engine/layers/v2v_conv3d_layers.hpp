@@ -25,51 +25,35 @@ namespace caffe {
 // The device a layer runs on, as BVLC's base_conv_layer sees it: blob memory, GEMM/GEMV
 // and the column kernels. The GEMM logic of Convolution3D / Deconvolution3D is written once
 // over these (Base3DConvLayer::forward / backward); CPU and GPU differ only in the kernels.
-template <typename Dtype>
-struct V2VCpu {
-  static const Dtype* data(const Blob<Dtype>& b) { return b.cpu_data(); }
-  static const Dtype* diff(const Blob<Dtype>& b) { return b.cpu_diff(); }
-  static Dtype* mutable_data(Blob<Dtype>* b) { return b->mutable_cpu_data(); }
-  static Dtype* mutable_diff(Blob<Dtype>* b) { return b->mutable_cpu_diff(); }
-  static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, Dtype alpha,
-                   const Dtype* a, const Dtype* b, Dtype beta, Dtype* c) {
-    caffe_cpu_gemm<Dtype>(ta, tb, m, n, k, alpha, a, b, beta, c);
-  }
-  static void gemv(CBLAS_TRANSPOSE ta, int m, int n, Dtype alpha, const Dtype* a,
-                   const Dtype* x, Dtype beta, Dtype* y) {
-    caffe_cpu_gemv<Dtype>(ta, m, n, alpha, a, x, beta, y);
-  }
-  static void vol2col(const Dtype* vol, const Vol2ColGeometry& g, Dtype* col) {
-    v2v_vol2col_cpu(vol, g, col);
-  }
-  static void col2vol(const Dtype* col, const Vol2ColGeometry& g, Dtype* vol) {
-    v2v_col2vol_cpu(col, g, vol);
-  }
+// V2VCpu and V2VGpu are one definition: their calls differ only in "cpu" / "gpu".
+#define V2V_DEVICE(Name, dev) \
+template <typename Dtype> \
+struct Name { \
+  static const Dtype* data(const Blob<Dtype>& b) { return b.dev##_data(); } \
+  static const Dtype* diff(const Blob<Dtype>& b) { return b.dev##_diff(); } \
+  static Dtype* mutable_data(Blob<Dtype>* b) { return b->mutable_##dev##_data(); } \
+  static Dtype* mutable_diff(Blob<Dtype>* b) { return b->mutable_##dev##_diff(); } \
+  static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, \
+                   Dtype alpha, const Dtype* a, const Dtype* b, Dtype beta, Dtype* c) { \
+    caffe_##dev##_gemm<Dtype>(ta, tb, m, n, k, alpha, a, b, beta, c); \
+  } \
+  static void gemv(CBLAS_TRANSPOSE ta, int m, int n, Dtype alpha, const Dtype* a, \
+                   const Dtype* x, Dtype beta, Dtype* y) { \
+    caffe_##dev##_gemv<Dtype>(ta, m, n, alpha, a, x, beta, y); \
+  } \
+  static void vol2col(const Dtype* vol, const Vol2ColGeometry& g, Dtype* col) { \
+    v2v_vol2col_##dev(vol, g, col); \
+  } \
+  static void col2vol(const Dtype* col, const Vol2ColGeometry& g, Dtype* vol) { \
+    v2v_col2vol_##dev(col, g, vol); \
+  } \
 };
 
+V2V_DEVICE(V2VCpu, cpu)
 #ifndef CPU_ONLY
-template <typename Dtype>
-struct V2VGpu {
-  static const Dtype* data(const Blob<Dtype>& b) { return b.gpu_data(); }
-  static const Dtype* diff(const Blob<Dtype>& b) { return b.gpu_diff(); }
-  static Dtype* mutable_data(Blob<Dtype>* b) { return b->mutable_gpu_data(); }
-  static Dtype* mutable_diff(Blob<Dtype>* b) { return b->mutable_gpu_diff(); }
-  static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, Dtype alpha,
-                   const Dtype* a, const Dtype* b, Dtype beta, Dtype* c) {
-    caffe_gpu_gemm<Dtype>(ta, tb, m, n, k, alpha, a, b, beta, c);
-  }
-  static void gemv(CBLAS_TRANSPOSE ta, int m, int n, Dtype alpha, const Dtype* a,
-                   const Dtype* x, Dtype beta, Dtype* y) {
-    caffe_gpu_gemv<Dtype>(ta, m, n, alpha, a, x, beta, y);
-  }
-  static void vol2col(const Dtype* vol, const Vol2ColGeometry& g, Dtype* col) {
-    v2v_vol2col_gpu(vol, g, col);
-  }
-  static void col2vol(const Dtype* col, const Vol2ColGeometry& g, Dtype* vol) {
-    v2v_col2vol_gpu(col, g, vol);
-  }
-};
+V2V_DEVICE(V2VGpu, gpu)
 #endif
+#undef V2V_DEVICE
 
 // Convolution3D and Deconvolution3D: parameters, blobs, buffers and the GEMM logic.
 // Deconvolution is the adjoint of convolution with the roles of the volumes swapped: the
