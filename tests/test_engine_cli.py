@@ -188,11 +188,6 @@ def test_weights_with_wrong_shape_and_foreign_names(tiny, caffe):
     assert r.returncode == 2 and "shares no layer name" in r.stderr
 
 
-def test_gpu_flag_on_cpu_build(tiny):
-    r = run_caffe(["time", "-model", "net.prototxt", "-gpu", "0"], tiny, extra_path=tiny)
-    assert r.returncode == 2 and "CPU-only build" in r.stderr
-
-
 @pytest.mark.parametrize("size,ok", [((16, 112, 112), True), ((8, 32, 32), True),
                                      ((12, 112, 112), False), ((16, 100, 112), False)])
 def test_v2v_input_size_rule(size, ok):
