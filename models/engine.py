@@ -74,13 +74,18 @@ def gpu_unavailable_reason() -> str:
     return gpu.probe().reason
 
 
+def check_gpu_ids(ids: list[int] | None, what: str) -> list[int]:
+    """The GPU ids Caffe can use for a request (None: all), or GpuUnavailable saying why
+    not: the CPU-only build, or what models.gpu finds."""
+    from models import gpu
+    if not cuda_build():
+        raise gpu.GpuUnavailable(f"{what}: {CPU_ONLY_REASON}")
+    return gpu.check_request(ids, what)
+
+
 def use_gpu(device: int = 0):
     """Caffe on GPU `device` for this thread; returns the caffe module."""
-    from models import gpu
-    reason = gpu_unavailable_reason()
-    if reason:
-        raise gpu.GpuUnavailable(f"GPU {device} requested: {reason}")
-    gpu.check_request([device], f"GPU {device}")
+    check_gpu_ids([device], f"GPU {device}")
     c = caffe()
     c.set_device(device)
     c.set_mode_gpu()

@@ -76,6 +76,15 @@ def probe() -> GpuStatus:
     return _driver_status(lib)
 
 
+def torch_cuda_reason() -> str:
+    """Why PyTorch cannot use a GPU here ("" when it can); torch is imported only here."""
+    try:
+        import torch
+    except ImportError:
+        return "PyTorch is not installed (make setup-torch)"
+    return "" if torch.cuda.is_available() else f"PyTorch {torch.__version__} sees no CUDA GPU"
+
+
 def parse_ids(spec: str) -> list[int] | None:
     """Caffe's -gpu value: "all" -> None (every visible GPU), "0,2" -> [0, 2]."""
     if spec.strip().lower() == "all":

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from models import shapes
 from models.schedule import POLICIES
 from models import gpu
-from models.engine import CPU_ONLY_REASON, cuda_build, layer_types, pb2
+from models.engine import check_gpu_ids, layer_types, pb2
 from models.layerspec import SPECS, LayerSpecError
 
 SOLVER_TYPES = {"SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"}
@@ -308,9 +308,7 @@ def check_gpu_request(cmd: str | None, f: dict[str, str]) -> None:
         if req is None:
             return
         what, ids = req
-        if not cuda_build():
-            raise ValidationError(f"{what}: {CPU_ONLY_REASON}")
-        ids = gpu.check_request(ids, what)
+        ids = check_gpu_ids(ids, what)
     except gpu.GpuUnavailable as e:
         raise ValidationError(str(e)) from None
     if cmd == "train" and len(ids) > 1:

@@ -47,22 +47,12 @@ def pytest_addoption(parser):
                      help="fail when the GPU tests cannot run here (make test-gpu)")
 
 
-def _torch_cuda_reason() -> str:
-    try:
-        import torch
-    except ImportError:
-        return "PyTorch is not installed (make setup-torch)"
-    if not torch.cuda.is_available():
-        return f"this PyTorch ({torch.__version__}) sees no CUDA GPU"
-    return ""
-
-
 def _gpu_reasons():
     """Lazily computed: why Caffe / torch cannot use a GPU, and how many GPUs there are."""
     from models import gpu
     from models.engine import gpu_unavailable_reason
     caffe_reason = gpu_unavailable_reason()
-    return caffe_reason, _torch_cuda_reason(), gpu.probe().count
+    return caffe_reason, gpu.torch_cuda_reason(), gpu.probe().count
 
 
 def _item_reason(item, reasons) -> str:

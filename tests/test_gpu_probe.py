@@ -87,7 +87,7 @@ def test_ids_checked_against_visible_gpus(driver):
 
 def test_multi_gpu_train_refused_for_python_data_layers(driver, monkeypatch):
     driver(FakeDriver(count=2))
-    monkeypatch.setattr(validate, "cuda_build", lambda: True)
+    monkeypatch.setattr(engine, "cuda_build", lambda: True)
     solver = str(PROTOTXT / "seg_solver.prototxt")
     with pytest.raises(validate.ValidationError, match="multi-GPU training cannot run Python layers"):
         validate.check_gpu_request("train", {"solver": solver, "gpu": "all"})
@@ -95,7 +95,7 @@ def test_multi_gpu_train_refused_for_python_data_layers(driver, monkeypatch):
 
 
 def test_solver_mode_gpu_is_a_gpu_request(tmp_path, monkeypatch):
-    monkeypatch.setattr(validate, "cuda_build", lambda: False)
+    monkeypatch.setattr(engine, "cuda_build", lambda: False)
     s = tmp_path / "s.prototxt"
     s.write_text((PROTOTXT / "seg_solver.prototxt").read_text() + "\nsolver_mode: GPU\n")
     with pytest.raises(validate.ValidationError, match=f"solver_mode: GPU in {s}: this engine is the CPU-only"):

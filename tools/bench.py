@@ -38,6 +38,7 @@ import numpy as np
 
 from models import validate
 from models.engine import caffe, gpu_unavailable_reason
+from models.gpu import torch_cuda_reason
 from models.paths import PROTOTXT, RUNS
 
 # The paper's speed (§5, optical flow): V2V runs at 91 frames/s on a K40 GPU (in Caffe),
@@ -122,12 +123,7 @@ def torch_rates(net_path: Path, shape, iters: int):
 # ------------------------------------------------------------------ GPU table
 def gpu_reasons() -> tuple[str, str]:
     """(why Caffe cannot use a GPU, why torch cannot); "" where it can."""
-    try:
-        import torch
-    except ImportError:
-        return gpu_unavailable_reason(), "PyTorch is not installed (make setup-torch)"
-    cuda = torch.cuda.is_available()
-    return gpu_unavailable_reason(), "" if cuda else f"PyTorch {torch.__version__} sees no CUDA GPU"
+    return gpu_unavailable_reason(), torch_cuda_reason()
 
 
 def gpu_name() -> str:
