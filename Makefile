@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-torch setup-dev setup-cuda setup-cpu demo test test-fast test-gpu gpu-check lint bench prototxt clean-engine help
+.PHONY: setup setup-torch setup-dev setup-cuda setup-cpu demo test test-fast test-gpu gpu-check docker-check lint bench prototxt clean-engine help
 
 help:
 	@echo "make demo        set up, then train/evaluate V2V on a small synthetic dataset (runs/demo/)"
@@ -16,6 +16,7 @@ help:
 	@echo "make setup-cpu   switch back to the CPU-only engine build (the default)"
 	@echo "make test-gpu    the GPU tests alone, on the CUDA build; fails where no GPU is usable"
 	@echo "make gpu-check   on a GPU machine: CUDA build + GPU tests + benchmarks, logs in runs/gpu_check/"
+	@echo "make docker-check build the CPU and GPU images and run the suite and the demo in them"
 
 # Always runs engine/setup.sh: it is idempotent and returns in seconds when all is there.
 setup:
@@ -47,6 +48,10 @@ test-gpu: setup-cuda
 
 gpu-check:
 	@bash tests/gpu_check.sh
+
+# Not part of `make test`: it takes the better part of an hour (docker/README.md).
+docker-check:
+	@bash docker/check.sh
 
 lint: setup-dev
 	@bash tests/lint.sh

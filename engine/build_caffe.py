@@ -435,12 +435,12 @@ def install(build_dir: Path, venv: Path) -> None:
                            "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
     write_if_changed(Path(site) / "v2v_caffe.pth", f"{build_dir / 'python'}\n".encode())
-    (venv / "v2v-engine").write_text(f"{build_dir}\n")
+    write_if_changed(venv / "v2v-engine", f"{build_dir}\n".encode())
     text = (WRAPPER.read_text().replace("@CAFFE_BIN@", str(build_dir / CAFFE_BIN))
             .replace("@REPO@", str(REPO)))
     dst = venv / "bin" / "caffe"
-    write_if_changed(dst, text.encode())
-    dst.chmod(0o755)
+    if write_if_changed(dst, text.encode()):
+        dst.chmod(0o755)
     log(f"installed pycaffe and {dst}")
 
 

@@ -2,13 +2,17 @@
 # One-command setup, idempotent: Debian packages, .venv with pinned Python deps, the
 # Caffe engine (cached outside the work tree), pycaffe + bin/caffe in .venv, and this
 # project installed editable. A second run skips every step whose result is there.
-# Usage: engine/setup.sh [--with-torch] [--dev] [--no-engine] [--cuda | --cpu]
+# Usage: engine/setup.sh [--with-torch] [--dev] [--no-engine] [--cuda | --cpu] [--deps-only | --no-project]
 #   --with-torch  also install the optional PyTorch runtime (requirements-torch.txt)
 #   --dev         also install the test and lint tools (requirements-dev.txt)
 #   --no-engine   Python packages only (e.g. `make prototxt`: the generator needs no Caffe)
 #   --cuda        the CUDA engine build (toolkit from pinned NVIDIA wheels; no GPU needed
 #                 to build, and it runs in CPU mode where there is none)
 #   --cpu         back to the CPU-only build
+#   --deps-only   Debian packages and pinned Python packages, nothing else (the Docker
+#                 images' first layer: it needs only the requirements files and this script)
+#   --no-project  all but this project's editable install (the images' engine layer: it
+#                 needs only engine/ and the requirements files)
 # The venv remembers its engine flavour (.venv/v2v-flavour): after `--cuda`, a plain run
 # (make test, make demo) keeps the CUDA build. A fresh venv gets the CPU-only build.
 set -euo pipefail
@@ -24,7 +28,7 @@ APT_PKGS=(build-essential python3-dev python3-venv python3-pip
 
 say() { echo "[setup] $*"; }
 
-WITH_TORCH=0; DEV=0; ENGINE=1; FLAVOUR=""; BUILD_ARGS=()
+WITH_TORCH=0; DEV=0; ENGINE=1; FLAVOUR=""; BUILD_ARGS=(); DEPS_ONLY=0; PROJECT=1
 for a in "$@"; do
   case "$a" in
     --with-torch) WITH_TORCH=1 ;;
@@ -32,6 +36,8 @@ for a in "$@"; do
     --no-engine) ENGINE=0 ;;
     --cuda) FLAVOUR=cuda ;;
     --cpu) FLAVOUR=cpu ;;
+    --deps-only) DEPS_ONLY=1; PROJECT=0 ;;
+    --no-project) PROJECT=0 ;;
     *) BUILD_ARGS+=("$a") ;;
   esac
 done
@@ -55,29 +61,24 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$SYS_PY" -m venv "$VENV"
 fi
 
-stamp="$VENV/.requirements.sha256"
-want="$(sha256sum requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  say "installing pinned Python packages (requirements.txt)"
-  "$VENV/bin/python" -m pip install -q -r requirements.txt
-  "$VENV/bin/python" -m pip install -q --no-deps -e .
-  echo "$want" > "$stamp"
-else
-  say "Python packages up to date"
-fi
-
-# pip_stamped FLAG FILE: install a pinned requirements file once per content.
+# pip_stamped NAME FILE ARGS...: pip install ARGS once per content of FILE.
 pip_stamped() {
   local stamp="$VENV/.$1.sha256" want
   want="$(sha256sum "$2" | cut -d' ' -f1)"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing $2"
-    "$VENV/bin/python" -m pip install -q -r "$2"
+    "$VENV/bin/python" -m pip install -q "${@:3}"
     echo "$want" > "$stamp"
   fi
 }
-[ "$WITH_TORCH" = 1 ] && pip_stamped torch requirements-torch.txt
-[ "$DEV" = 1 ] && pip_stamped dev requirements-dev.txt
+pip_stamped requirements requirements.txt -r requirements.txt
+[ "$WITH_TORCH" = 1 ] && pip_stamped torch requirements-torch.txt -r requirements-torch.txt
+[ "$DEV" = 1 ] && pip_stamped dev requirements-dev.txt -r requirements-dev.txt
+[ "$PROJECT" = 1 ] && pip_stamped project pyproject.toml --no-deps -e .
+if [ "$DEPS_ONLY" = 1 ]; then
+  say "ready (Debian and Python packages only)"
+  exit 0
+fi
 if [ "$ENGINE" = 0 ]; then
   "$VENV/bin/python" -c "import models" || { echo "[setup] our packages do not import" >&2; exit 1; }
   say "ready (Python packages only; the engine was not checked)"
@@ -88,6 +89,9 @@ fi
 [ "$FLAVOUR" = cuda ] && BUILD_ARGS+=(--cuda)
 say "engine flavour: $FLAVOUR"
 "$VENV/bin/python" engine/build_caffe.py --venv "$VENV" ${BUILD_ARGS[@]+"${BUILD_ARGS[@]}"}
-echo "$FLAVOUR" > "$VENV/v2v-flavour"
-"$VENV/bin/python" -c "import caffe, models" || { echo "[setup] pycaffe does not import" >&2; exit 1; }
+# written only when it changes: a user other than the venv's owner (docker run --user)
+# can run a set-up tree's make targets
+[ "$(cat "$VENV/v2v-flavour" 2>/dev/null)" = "$FLAVOUR" ] || echo "$FLAVOUR" > "$VENV/v2v-flavour"
+imports="import caffe"; [ "$PROJECT" = 1 ] && imports="import caffe, models"
+"$VENV/bin/python" -c "$imports" || { echo "[setup] pycaffe does not import" >&2; exit 1; }
 say "ready: .venv/bin/python imports caffe; .venv/bin/caffe is the Caffe CLI"

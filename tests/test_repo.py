@@ -6,16 +6,34 @@ import subprocess
 from models.paths import REPO
 
 
-def test_dockerfiles_pass_hadolint():
+def test_dockerfile_passes_hadolint():
     hadolint = REPO / ".venv" / "bin" / "hadolint"
     files = sorted(str(p) for p in (REPO / "docker").glob("Dockerfile*"))
-    assert len(files) == 2
+    assert files == [str(REPO / "docker" / "Dockerfile")]
     r = subprocess.run([str(hadolint), *files], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_docker_layers_keep_caffe_apart_from_the_code():
+    """Caffe's build layer sees only engine/ and requirements.txt (numpy's headers); the torch
+    and test-tool pins and the sources come after it, so changing them does not rebuild Caffe."""
+    text = (REPO / "docker" / "Dockerfile").read_text()
+    before, after = text.split("AS image\n")
+    copied = [w for line in before.splitlines() if line.startswith("COPY ") for w in line.split()[1:-1]]
+    assert sorted(copied) == ["engine/", "engine/", "engine/setup.sh", "requirements.txt"]
+    later = [w for line in after.splitlines() if line.startswith("COPY ") for w in line.split()[1:-1]]
+    assert later == ["requirements-torch.txt", "requirements-dev.txt", "."]
+
+
+def test_dockerignore_keeps_host_builds_out_of_the_images():
+    ignored = (REPO / ".dockerignore").read_text().split()
+    for path in (".venv", "data", "runs", ".git"):
+        assert path in ignored, path
+
+
 def test_shell_scripts_pass_shellcheck():
-    files = sorted(str(p) for p in [*REPO.glob("engine/*.sh"), *REPO.glob("tests/*.sh"), REPO / ".ci" / "run"])
+    files = sorted(str(p) for p in [*REPO.glob("engine/*.sh"), *REPO.glob("tests/*.sh"), *REPO.glob("docker/*.sh"),
+                                         REPO / ".ci" / "run"])
     assert len(files) >= 5
     r = subprocess.run([str(REPO / ".venv" / "bin" / "shellcheck"), *files], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
