@@ -4,7 +4,7 @@ abort.
 
     validate_net_file(path, phase="TEST", input_shapes=None) -> NetParameter
     validate_solver_file(path) -> SolverParameter
-    validate_weights(weights_path, net_param, net_path)
+    validate_weights(weights_path, net_param, net_path, missing_ok=None)
     check_caffe_command(argv)            (the caffe wrapper, via models/caffe_cli.py)
     python -m models.validate NET_OR_SOLVER.prototxt ...                 (a plain check)
 
@@ -16,6 +16,7 @@ import difflib
 import sys
 from pathlib import Path
 
+import numpy as np
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
@@ -184,8 +185,8 @@ def ensure_snapshot_dir(solver) -> None:
 
 
 # --------------------------------------------------------------------------- weights
-def validate_weights(weights, net, net_path) -> None:
-    """A caffemodel must parse and its blobs must fit the layers they copy into by name."""
+def read_weights(weights):
+    """A caffemodel parsed, or a clear error (missing, text, damaged, old format, empty)."""
     weights = Path(weights)
     if not weights.exists():
         raise _err(weights, "weights file not found")
@@ -201,30 +202,63 @@ def validate_weights(weights, net, net_path) -> None:
                             "python -m tools.convert_c3d " + str(weights))
     if not len(model.layer):
         raise _err(weights, "holds no layers: not a Caffe model")
+    return model
+
+
+def _blob_shape(bp) -> tuple:
+    return tuple(bp.shape.dim) if bp.HasField("shape") else \
+        tuple(d for d in (bp.num, bp.channels, bp.height, bp.width))
+
+
+def check_blob(weights, name: str, j: int, bp, want, net_path) -> None:
+    """One stored blob against the net's: shape, value count (Caffe aborts on a mismatch)
+    and finite values (NaN or inf weights give NaN outputs that look like results)."""
+    got = _blob_shape(bp)
+    where = f"layer '{name}' blob {j}"
+    if want is not None:
+        legacy_ok = (not bp.HasField("shape") and len(want) <= 4 and None not in want
+                     and shapes.math.prod(got) == shapes.math.prod(want))
+        if not legacy_ok and (len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want))):
+            raise _err(weights, f"{where} is {shapes.fmt(got)} but {net_path} expects {shapes.fmt(want)}")
+    values = bp.double_data if len(bp.double_data) else bp.data
+    if len(values) != shapes.math.prod(got):
+        raise _err(weights, f"{where} holds {len(values)} values but its shape {shapes.fmt(got)} needs "
+                            f"{shapes.math.prod(got)}: the file is damaged")
+    bad = int(np.count_nonzero(~np.isfinite(np.asarray(values, dtype=np.float64))))
+    if bad:
+        raise _err(weights, f"{where} has {bad} NaN/inf values (of {len(values)}): these weights are unusable "
+                            "(a diverged training run?)")
+
+
+def validate_weights(weights, net, net_path, missing_ok=None) -> None:
+    """A caffemodel must parse and its blobs must fit the layers they copy into by name, with
+    as many values as their shapes and all finite. ``missing_ok``: None, any layer of the net
+    may be missing from the weights (training from C3D: new layers start from their fillers);
+    else the names of the layers that may be missing, and any other missing layer with
+    parameters is an error (evaluate, predict: it would run with random fillers)."""
+    model = read_weights(weights)
     infos = {i.name: i for i in shapes.infer_net(net, "TRAIN")} if net is not None else {}
     source = {layer.name: layer for layer in model.layer}
-    copied = 0
+    copied, missing = 0, []
     for name, info in infos.items():
-        if name not in source or not info.param_shapes:
+        if not info.param_shapes:
+            continue
+        if name not in source:
+            missing += [name] if missing_ok is not None and name not in missing_ok else []
             continue
         blobs = source[name].blobs
         if len(blobs) != len(info.param_shapes):
             raise _err(weights, f"layer '{name}' has {len(blobs)} blobs but {net_path} "
                                 f"expects {len(info.param_shapes)}")
         for j, (bp, want) in enumerate(zip(blobs, info.param_shapes)):
-            got = tuple(bp.shape.dim) if bp.HasField("shape") else \
-                tuple(d for d in (bp.num, bp.channels, bp.height, bp.width))
-            if want is None:
-                continue
-            legacy_ok = (not bp.HasField("shape") and len(want) <= 4 and None not in want
-                         and shapes.math.prod(got) == shapes.math.prod(want))
-            if not legacy_ok and (len(got) != len(want) or
-                                  any(w is not None and g != w for g, w in zip(got, want))):
-                raise _err(weights, f"layer '{name}' blob {j} is {shapes.fmt(got)} but {net_path} "
-                                    f"expects {shapes.fmt(want)}")
+            check_blob(weights, name, j, bp, want, net_path)
         copied += 1
     if infos and copied == 0:
         raise _err(weights, f"shares no layer name with {net_path}: nothing would be copied")
+    if missing:
+        raise _err(weights, f"has no weights for layer(s) {', '.join(missing)} of {net_path}: they would run "
+                            f"with random fillers; use weights trained for this net, or accept that with "
+                            f"--allow-missing {','.join(missing)}")
 
 
 # --------------------------------------------------------------------------- CLI

@@ -66,3 +66,41 @@ def test_predict_errors_are_clear(tmp_path, caffe, video):
     assert r.returncode == 2 and "nope.caffemodel: weights file not found" in r.stderr
     r = predict("--deploy", d, "--weights", w, "--video", video, "--length", "6", cwd=tmp_path)
     assert r.returncode == 2 and "multiple" in r.stderr
+
+
+def _edit_weights(src, dst, caffe_pb2, edit):
+    model = caffe_pb2.NetParameter()
+    model.ParseFromString(src.read_bytes())
+    edit(model)
+    dst.write_bytes(model.SerializeToString())
+    return dst
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("missing", "has no weights for layer(s) conv_pre of"),
+    ("short", "layer 'conv1a' blob 0 holds 323 values but its shape 4×3×3×3×3 needs 324: the file is damaged"),
+    ("nan", "layer 'conv1a' blob 1 has 1 NaN/inf values (of 4)"),
+])
+def test_damaged_or_incomplete_weights_are_refused(tmp_path, caffe, video, damage, message):
+    """Weights missing a layer (it would run from random fillers), with a value too few
+    (Caffe aborts) or a NaN (NaN outputs that look like results): one line, exit 2."""
+    from models.engine import pb2
+    d, w = deploy_with_weights(tmp_path, caffe, "flow_v2v")
+
+    def edit(model):
+        layers = {x.name: x for x in model.layer}
+        if damage == "missing":
+            model.layer.remove(layers["conv_pre"])
+        elif damage == "short":
+            del layers["conv1a"].blobs[0].data[-1]
+        else:
+            layers["conv1a"].blobs[1].data[3] = float("nan")
+    bad = _edit_weights(w, tmp_path / f"{damage}.caffemodel", pb2(), edit)
+    args = ("--deploy", d, "--weights", bad, "--video", video, "--length", "8", "--size", "32x48",
+            "--out", tmp_path / "out")
+    r = predict(*args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"{bad}: {message}" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    if damage == "missing":   # named on purpose, it runs
+        r = predict(*args, "--allow-missing", "conv_pre", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]

@@ -82,8 +82,11 @@ class DeployNet:
     zero-padded up to multiples of 16 (V2V's size rule) and the padding is cropped from
     the output."""
 
-    def __init__(self, deploy: Path, weights: Path, pad: bool = False):
-        validate.validate_weights(weights, validate.validate_net_file(deploy, "TEST"), deploy)
+    def __init__(self, deploy: Path, weights: Path, pad: bool = False, allow_missing=()):
+        """``allow_missing``: layers of the net that may have no weights (run from fillers);
+        any other layer missing from ``weights`` is an error."""
+        validate.validate_weights(weights, validate.validate_net_file(deploy, "TEST"), deploy,
+                                  missing_ok=set(allow_missing))
         cf = caffe()
         self.net = cf.Net(str(deploy), str(weights), cf.TEST)
         self.deploy, self.pad = deploy, pad
@@ -195,7 +198,7 @@ def _paper(name: str, task: str, db_path: Path) -> dict:
 
 
 def evaluate(net_key=None, weights=None, deploy=None, train_val=None, db=None, protocol="release",
-             clips=None, out=None, teacher=False, pictures=4, quiet=False, k=None) -> dict:
+             clips=None, out=None, teacher=False, pictures=4, quiet=False, k=None, allow_missing=()) -> dict:
     """Score a trained net (or, with ``teacher``, the Brox teacher) on the first ``clips``
     clips of its test database; write results.json, results.md and pictures to ``out``."""
     deploy, train_val = net_files(net_key, deploy, train_val)
@@ -205,7 +208,7 @@ def evaluate(net_key=None, weights=None, deploy=None, train_val=None, db=None, p
     out.mkdir(parents=True, exist_ok=True)
     src = eval_source(params, protocol)
     weights = None if teacher else resolve_weights(weights)
-    net = None if teacher else DeployNet(deploy, weights, pad=protocol == "full")
+    net = None if teacher else DeployNet(deploy, weights, pad=protocol == "full", allow_missing=allow_missing)
     n = src.n if clips is None else min(clips, src.n)
     scores = Scores(params["task"], k or (net.net.blobs[net.out].data.shape[1] if net else 1))
     pics, t0 = [], time.time()
@@ -301,6 +304,13 @@ def tables(results: list[dict]) -> str:
     return "\n".join(out)
 
 
+def add_allow_missing(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--allow-missing", default="", metavar="LAYER[,LAYER]",
+                    type=lambda v: tuple(x for x in v.split(",") if x),
+                    help="layers of the net that may have no weights in --weights (they run from their "
+                         "fillers); any other missing layer is an error")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -318,12 +328,13 @@ def main(argv=None) -> int:
     ap.add_argument("--tables", nargs="*", type=Path, metavar="RESULTS_JSON",
                     help="only print the paper-shaped tables of these results.json files "
                          "(none named: every runs/eval/*/results.json)")
+    add_allow_missing(ap)
     a = ap.parse_args(argv)
     if a.tables is not None:
         return print_tables(a.tables)
     try:
         r = evaluate(a.net, a.weights, a.deploy, a.train_val, a.db, a.protocol, a.clips, a.out,
-                     a.teacher, a.pictures)
+                     a.teacher, a.pictures, allow_missing=a.allow_missing)
     except ValueError as e:  # EvalError, ValidationError, a run folder without snapshots
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -131,7 +131,7 @@ def build_net(deploy, weights, shape=None):
     deploy = Path(deploy)
     npm = validate.validate_net_file(deploy, "TEST")
     weights = resolve_weights(weights)
-    validate.validate_weights(weights, npm, deploy)
+    validate.validate_weights(weights, npm, deploy, missing_ok=set())
     name, net_shape = input_blob(npm, deploy)
     x_shape = clip_shape(net_shape, shape)
     require_packages()

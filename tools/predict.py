@@ -30,7 +30,7 @@ import numpy as np
 from data_prep.clips import ClipPrep, complete_params
 from models import validate
 from models.paths import RUNS, resolve_weights, user_path
-from tools.evaluate import DeployNet, net_files, test_data_params
+from tools.evaluate import DeployNet, add_allow_missing, net_files, test_data_params
 
 
 class PredictError(ValueError):
@@ -92,7 +92,7 @@ def run_clips(net: DeployNet, prep: ClipPrep, vids: np.ndarray, starts: list[int
 
 
 def predict(net_key=None, weights=None, deploy=None, train_val=None, video=None, frames=None,
-            out=None, length=16, stride=None, size=(128, 171), mean=None, fps=8) -> Path:
+            out=None, length=16, stride=None, size=(128, 171), mean=None, fps=8, allow_missing=()) -> Path:
     """Predict every frame of a video (or a folder of frames) with sliding clips; write the
     outputs to ``out`` (see the module docstring) and return it."""
     deploy, train_val = net_files(net_key, deploy, train_val)
@@ -102,7 +102,7 @@ def predict(net_key=None, weights=None, deploy=None, train_val=None, video=None,
         raise PredictError("give --weights (a trained caffemodel)")
     if bool(video) == bool(frames):
         raise PredictError("give exactly one of --video and --frames")
-    net = DeployNet(deploy, resolve_weights(weights), pad=True)
+    net = DeployNet(deploy, resolve_weights(weights), pad=True, allow_missing=allow_missing)
     prep = clip_prep(net, train_val, mean, length, size)
     vids = load_frames(video, frames, size)
     result = run_clips(net, prep, vids, clip_starts(len(vids), length, stride or length))
@@ -155,11 +155,12 @@ def main(argv=None) -> int:
     ap.add_argument("--size", default="128x171", help="HxW frames are resized to")
     ap.add_argument("--mean", help="override the mean (.npy); '' for none")
     ap.add_argument("--fps", type=int, default=8)
+    add_allow_missing(ap)
     a = ap.parse_args(argv)
     try:
         h, w = (int(v) for v in a.size.lower().split("x"))
         out = predict(a.net, a.weights, a.deploy, a.train_val, a.video, a.frames, a.out, a.length,
-                      a.stride, (h, w), a.mean, a.fps)
+                      a.stride, (h, w), a.mean, a.fps, allow_missing=a.allow_missing)
     except (PredictError, validate.ValidationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
