@@ -145,6 +145,31 @@ def solver_nets(solver) -> list[tuple[str, str]]:
     return out
 
 
+def check_solver_fields(s, path) -> None:
+    """The solver fields Caffe CHECKs (or silently misreads) at its start."""
+    if s.type and s.type not in SOLVER_TYPES:
+        raise _err(path, f"unknown solver type '{s.type}'")
+    if s.HasField("type") and s.HasField("solver_type"):
+        raise _err(path, "sets both `type` and the old `solver_type`; keep `type`")
+    if s.regularization_type not in ("L1", "L2"):
+        raise _err(path, f"unknown regularization_type '{s.regularization_type}' (L1 or L2)")
+    if s.base_lr < 0:
+        raise _err(path, "base_lr must be >= 0")
+    for name in ("max_iter", "iter_size", "average_loss"):
+        if getattr(s, name) <= 0:
+            raise _err(path, f"{name} must be > 0 (it is {getattr(s, name)})")
+    for name in ("display", "snapshot", "test_interval"):
+        if getattr(s, name) < 0:
+            raise _err(path, f"{name} must be >= 0 (it is {getattr(s, name)})")
+    if s.snapshot and not s.snapshot_prefix:
+        raise _err(path, "sets `snapshot` but no `snapshot_prefix`: Caffe would not know where to write")
+    if len(s.test_iter) and s.HasField("test_interval") and s.test_interval == 0:
+        raise _err(path, "sets test_iter with test_interval: 0; give test_interval > 0 or drop test_iter")
+    if len(s.test_net) > len(s.test_iter):
+        # Caffe CHECKs that test_iter is given for each test_net file.
+        raise _err(path, "each test_net needs a test_iter")
+
+
 def validate_solver_file(path, check_nets: bool = True):
     path = Path(path)
     s = load_solver(path)
@@ -159,15 +184,7 @@ def validate_solver_file(path, check_nets: bool = True):
         raise _err(path, "lr_policy step needs stepsize > 0")
     if s.lr_policy == "multistep" and not len(s.stepvalue):
         raise _err(path, "lr_policy multistep needs stepvalue")
-    if s.type and s.type not in SOLVER_TYPES:
-        raise _err(path, f"unknown solver type '{s.type}'")
-    if s.base_lr < 0:
-        raise _err(path, "base_lr must be >= 0")
-    if s.max_iter <= 0:
-        raise _err(path, "max_iter must be > 0")
-    if len(s.test_net) > len(s.test_iter):
-        # Caffe CHECKs that test_iter is given for each test_net file.
-        raise _err(path, "each test_net needs a test_iter")
+    check_solver_fields(s, path)
     if check_nets:
         for net_path, phase in nets:
             try:

@@ -234,3 +234,25 @@ def test_solver_without_lr_policy_is_refused(tmp_path):
     s.write_text('net: "net.prototxt"\nbase_lr: 0.1\nmax_iter: 1\n')
     r = run_caffe(["train", "-solver", str(s)], tmp_path)
     assert r.returncode == 2 and "unknown lr_policy ''" in r.stderr
+
+
+@pytest.mark.parametrize("field,message", [
+    ('regularization_type: "L3"', "unknown regularization_type 'L3' (L1 or L2)"),
+    ('type: "Adam"\nsolver_type: SGD', "sets both `type` and the old `solver_type`"),
+    ("average_loss: 0", "average_loss must be > 0 (it is 0)"),
+    ("iter_size: 0", "iter_size must be > 0 (it is 0)"),
+    ("test_iter: 2\ntest_interval: 0", "sets test_iter with test_interval: 0"),
+])
+def test_solver_fields_caffe_would_abort_on(tiny, field, message):
+    """Fields Caffe CHECKs at start (or, for iter_size 0, trains nothing with): one line, exit 2."""
+    (tiny / "bad_solver.prototxt").write_text((tiny / "solver.prototxt").read_text() + field + "\n")
+    r = run_caffe(["train", "-solver", "bad_solver.prototxt"], tiny, extra_path=tiny)
+    assert r.returncode == 2 and f"bad_solver.prototxt: {message}" in r.stderr, r.stderr[-2000:]
+    assert "Check failed" not in r.stderr
+
+
+def test_snapshot_needs_a_prefix(tiny):
+    text = "\n".join(x for x in (tiny / "solver.prototxt").read_text().splitlines() if "snapshot_prefix" not in x)
+    (tiny / "bad_solver.prototxt").write_text(text + "\n")
+    with pytest.raises(validate.ValidationError, match="sets `snapshot` but no `snapshot_prefix`"):
+        validate.validate_solver_file(tiny / "bad_solver.prototxt", check_nets=False)
