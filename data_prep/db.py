@@ -40,6 +40,7 @@ import argparse
 import hashlib
 import json
 import os
+import struct
 import sys
 import traceback
 from functools import lru_cache
@@ -48,6 +49,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
+from models.lock import hold
 from models.paths import user_path
 
 FORMAT = "v2v-clipdb-1"
@@ -66,6 +68,30 @@ _READERS: dict[str, lmdb.Environment] = {}
 _READERS_LOCK = __import__("threading").Lock()
 
 
+def check_data_file(path: Path) -> None:
+    """data.mdb must be as long as its newest LMDB meta page says: reading a truncated file
+    through LMDB's memory map ends in SIGBUS, not in an error."""
+    f = Path(path) / "data.mdb"
+    try:
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            head = fh.read(2 * 65536)
+    except OSError as e:
+        raise DBError(f"database {path}: data.mdb unreadable ({e.strerror})") from None
+    magic = 0xBEEFC0DE  # an LMDB meta page: header 16 bytes, magic, ..., last page @136, txn id @144
+    if len(head) < 152 or struct.unpack_from("<I", head, 16)[0] != magic:
+        raise DBError(f"database {path}: data.mdb is not an LMDB file (damaged or replaced)")
+    page = struct.unpack_from("<I", head, 40)[0]   # the page size, kept in the free DB's md_pad
+    metas = [struct.unpack_from("<QQ", head, 136)]
+    if len(head) >= page + 152 and struct.unpack_from("<I", head, page + 16)[0] == magic:
+        metas.append(struct.unpack_from("<QQ", head, page + 136))
+    last_page = max(metas, key=lambda m: m[1])[0]
+    need = (last_page + 1) * page
+    if size < need:
+        raise DBError(f"database {path}: data.mdb is truncated ({size} bytes, its index needs {need}); "
+                      f"remove the folder and build it again ({_build_hint(Path(path))})")
+
+
 def _open_env(path: Path, readonly: bool):
     """LMDB allows one environment per file per process: read-only ones are shared (and
     thread-safe); opening a writer closes this process's reader of the same database."""
@@ -74,6 +100,7 @@ def _open_env(path: Path, readonly: bool):
         if readonly:
             env = _READERS.get(key)
             if env is None:
+                check_data_file(Path(key))
                 env = _READERS[key] = lmdb.open(key, readonly=True, lock=False, readahead=False,
                                                 max_readers=256, subdir=True)
             return env
@@ -82,6 +109,8 @@ def _open_env(path: Path, readonly: bool):
             old.close()
             _cached.cache_clear()
     path.mkdir(parents=True, exist_ok=True)
+    if (path / "data.mdb").exists():
+        check_data_file(path)
     return lmdb.open(str(path), map_size=MAP_SIZE, subdir=True, sync=True, metasync=True)
 
 
@@ -92,6 +121,10 @@ class ClipWriter:
     def __init__(self, path, fields: dict):
         self.path = Path(path)
         self.fields = {k: (tuple(int(x) for x in s), np.dtype(d).str) for k, (s, d) in fields.items()}
+        try:
+            self.lock = hold(self.path, "database")
+        except ValueError as e:
+            raise DBError(str(e)) from None
         self.env = _open_env(self.path, readonly=False)
 
     def start(self):
@@ -103,8 +136,11 @@ class ClipWriter:
     def check_params(self, ident: dict):
         """Record what this database is built with (fields, parameters) on first use; refuse
         to resume or extend it with anything else, naming both."""
-        want = json.dumps({"fields": {k: [list(s), d] for k, (s, d) in self.fields.items()}, **ident},
-                          sort_keys=True, default=str)
+        self.claim(json.dumps({"fields": {k: [list(s), d] for k, (s, d) in self.fields.items()}, **ident},
+                              sort_keys=True, default=str))
+
+    def claim(self, want: str):
+        """Store the build identity ``want`` (JSON) or check it against the stored one."""
         with self.env.begin(write=True) as txn:
             have = txn.get(b"m/build")
             if have is None:
@@ -192,6 +228,7 @@ class ClipWriter:
 
     def close(self):
         self.env.close()
+        self.lock.close()
 
 
 def progress(path) -> int:
@@ -331,6 +368,11 @@ def merge(out, shards: list, meta_extra: dict | None = None) -> dict:
               file=sys.stderr)
     fields = {k: (v["shape"], v["dtype"]) for k, v in first["fields"].items()}
     w = ClipWriter(out, fields)
+    try:
+        w.claim(build_identity(shards[0]))
+    except DBError:
+        w.close()
+        raise
     w.start()
     for s in shards:
         w.copy_from(s)
@@ -341,6 +383,15 @@ def merge(out, shards: list, meta_extra: dict | None = None) -> dict:
     w.close()
     print(f"merged {len(shards)} shard(s) into {out}: {man['count']} clips, checksum {man['checksum'][:16]}")
     return man
+
+
+def build_identity(db: Path) -> str:
+    """What a database was built with (fields, parameters, item list), as its builder stored it."""
+    with _open_env(Path(db), readonly=True).begin() as txn:
+        v = txn.get(b"m/build")
+    if v is None:
+        raise DBError(f"database {db} holds no build parameters (m/build): not built by data_prep")
+    return v.decode()
 
 
 # ------------------------------------------------------------------------------- reading
@@ -360,8 +411,11 @@ def manifest(db) -> dict:
         raise DBError(f"database {db}: manifest.json unreadable ({e})") from None
     if man.get("format") != FORMAT or "fields" not in man or "records" not in man:
         raise DBError(f"database {db}: manifest.json is not a {FORMAT} manifest")
-    if man["count"] == 0:
+    if man["count"] == 0 or not man["records"]:
         raise DBError(f"database {db} holds no clips (bad items: {len(man.get('bad', []))})")
+    if man["count"] != len(man["records"]):
+        raise DBError(f"database {db}: manifest.json says {man['count']} clips but lists "
+                      f"{len(man['records'])}: damaged; rebuild it ({hint})")
     return man
 
 
@@ -408,6 +462,9 @@ class ClipDB:
 
     def __getitem__(self, i: int) -> dict:
         v = self.raw(i)
+        if hashlib.sha256(v).hexdigest() != self.manifest["records"][i]["sha256"]:
+            raise DBError(f"database {self.path}: record {self.keys[i].decode()} is damaged (its sha256 "
+                          f"differs from the manifest's); rebuild it ({_build_hint(self.path)})")
         out, off = {}, 0
         for name, shape, dt in self.fields:
             n = int(np.prod(shape)) * dt.itemsize
