@@ -226,3 +226,22 @@ def test_resume_with_random_crops_continues_the_data_stream(tmp_path):
     split = losses(tmp_path / "split" / "train_log.csv")
     assert len(set(full)) > 4  # the clips really differ from step to step
     assert split == pytest.approx(full, rel=1e-5)
+
+
+def test_one_run_per_folder(tiny, capsys):
+    """A second training into a folder another process trains in is refused before it
+    writes anything there (two runs used to interleave one log)."""
+    d, solver = tiny
+    out = d / "busy"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from models.lock import hold;"
+                               f"h = hold({str(out)!r}, 'run folder'); print('ready', flush=True); sys.stdin.read()"],
+                              cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        assert train_cli(solver(), out, "caffe") == 2
+        assert f"{out}: pid {holder.pid} on " in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [".writer.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert train_cli(solver(max_iter=2), out, "caffe") == 0       # the lock died with its holder

@@ -59,6 +59,7 @@ from google.protobuf import text_format
 from models import validate
 from models.engine import caffe, gpu_unavailable_reason, pb2, use_gpu
 from models.gpu import GpuUnavailable
+from models.lock import hold
 from models.paper import SINTEL_3FOLD
 from models.caffe_cli import max_iter_cap
 from models.paths import RUNS, resolve_repo_path, resolve_weights, snapshot_iter, user_path
@@ -109,9 +110,15 @@ class Run:
     eff: Path           # ... written here (by rank 0)
     test_every: int     # the solver's test_interval (0: no test passes)
     main: bool          # rank 0 (always, except for the other DDP ranks)
+    lock: object = None  # rank 0's hold on the run folder (models.lock)
 
     def weights_file(self, it: int) -> Path:
         return Path(f"{self.sp.snapshot_prefix}_iter_{it}.caffemodel")
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
 
 def prepare(solver_path: Path, out, max_iter=None, snapshot=None) -> Run:
@@ -136,6 +143,7 @@ def prepare(solver_path: Path, out, max_iter=None, snapshot=None) -> Run:
     run = Run(solver_path, out, name, sp, out / "solver.prototxt", test_every,
               int(os.environ.get("RANK", "0")) == 0)
     if run.main:
+        run.lock = hold(out, "run folder")   # before anything is written: one run per folder
         (out / "snapshots").mkdir(parents=True, exist_ok=True)
         run.eff.write_text(f"# effective solver written by tools.train from {solver_path}\n"
                            + text_format.MessageToString(sp))
@@ -492,11 +500,14 @@ def train(solver_path, weights=None, out=None, max_iter=None, snapshot=None, fre
     no_channels_last, compile."""
     t0 = time.time()
     run = prepare(find_solver(solver_path), out, max_iter, snapshot)
-    rec = Recorder(run, quiet, log_every)
-    eng = begin(engine, run, rec, fresh, weights, options or {})
-    rec.start(eng.iter)
-    last, sig = loop(eng, run, rec)
-    return finish(eng, run, rec, last, sig, t0)
+    try:
+        rec = Recorder(run, quiet, log_every)
+        eng = begin(engine, run, rec, fresh, weights, options or {})
+        rec.start(eng.iter)
+        last, sig = loop(eng, run, rec)
+        return finish(eng, run, rec, last, sig, t0)
+    finally:
+        run.release()
 
 
 def sintel_3fold(weights, out=None, max_iter=None, clips=None, quiet=False, engine="caffe",
@@ -603,7 +614,7 @@ def main(argv=None) -> int:
     options = {o: getattr(a, o) for o in TORCH_OPTIONS}
     try:
         if a.gpus > 1 and "WORLD_SIZE" not in os.environ:
-            prepare(find_solver(a.solver), a.out, a.max_iter, a.snapshot)  # bad input: here, once
+            prepare(find_solver(a.solver), a.out, a.max_iter, a.snapshot).release()  # bad input: here, once
             return launch_ranks(a.gpus, sys.argv[1:] if argv is None else list(argv))
         if a.sintel_3fold:
             sintel_3fold(a.weights, a.out, a.max_iter, quiet=a.quiet, engine=a.engine, options=options)
