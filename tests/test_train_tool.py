@@ -245,3 +245,30 @@ def test_one_run_per_folder(tiny, capsys):
         holder.kill()
         holder.wait()
     assert train_cli(solver(max_iter=2), out, "caffe") == 0       # the lock died with its holder
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("damage", ["caffemodel cut short", "solverstate cut short"])
+def test_resume_skips_a_damaged_newest_snapshot(tiny, engine, damage):
+    """A kill or a full disk while a snapshot is written leaves a partial file: the next
+    run names it, skips it and resumes from the newest complete snapshot."""
+    d, solver = tiny
+    assert train_cli(solver(max_iter=20, snap=10), d / "run", engine) == 0
+    f = d / "run" / "snapshots" / f"tiny_iter_20.{damage.split()[0]}"
+    f.write_bytes(f.read_bytes()[:len(f.read_bytes()) * 2 // 3])
+    assert train_cli(solver(max_iter=30, snap=10), d / "run", engine) == 0
+    log = (d / "run" / "train.log").read_text()
+    assert "warning: skipping snapshot tiny_iter_20.solverstate" in log
+    assert f"resumed from {d / 'run' / 'snapshots' / 'tiny_iter_10.solverstate'} at iteration 10" in log
+    assert json.loads((d / "run" / "summary.json").read_text())["iter"] == 30
+
+
+def test_a_moved_run_folder_resumes(tiny):
+    """Caffe's .solverstate names its .caffemodel by absolute path; resume uses the one
+    beside it, so a run folder can be moved or copied (e.g. off a cluster's scratch)."""
+    d, solver = tiny
+    assert train_cli(solver(max_iter=10, snap=10), d / "here", "caffe") == 0
+    (d / "here").rename(d / "there")
+    assert train_cli(solver(max_iter=20, snap=10), d / "there", "caffe") == 0
+    assert "resumed from" in (d / "there" / "train.log").read_text()
+    assert [p.name for p in (d / "there" / "snapshots").glob(".*")] == []

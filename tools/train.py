@@ -44,6 +44,7 @@ Exit status: 0 done, 2 bad input, 3 NaN/inf loss, 130 interrupted (snapshot writ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -55,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
+from google.protobuf.message import DecodeError
 
 from models import validate
 from models.engine import caffe, gpu_unavailable_reason, pb2, use_gpu
@@ -156,6 +158,37 @@ def latest_state(out: Path) -> Path | None:
     return max((out / "snapshots").glob("*.solverstate"), key=snapshot_iter, default=None)
 
 
+def snapshot_problem(state: Path, net_path: str) -> str | None:
+    """Why a snapshot (a .solverstate and the .caffemodel beside it) cannot be resumed from
+    — unreadable, cut short by a kill or a full disk, not of this net — or None."""
+    st = pb2().SolverState()
+    try:
+        st.ParseFromString(state.read_bytes())
+        model = validate.read_weights(state.with_suffix(".caffemodel"))
+        validate.validate_weights(state.with_suffix(".caffemodel"), validate.load_net(net_path), net_path,
+                                  missing_ok=set())
+    except DecodeError:
+        return f"{state}: unreadable (cut short?)"
+    except (OSError, ValueError) as e:  # ValidationError is a ValueError
+        return str(e).splitlines()[0]
+    blobs = sum(len(layer.blobs) for layer in model.layer)
+    if len(st.history) not in (blobs, 2 * blobs) or any(
+            len(h.data) != validate.shapes.math.prod(h.shape.dim) for h in st.history):
+        return f"{state}: the solver state is incomplete ({len(st.history)} history blobs for {blobs} weights)"
+    return None
+
+
+def resume_state(run: Run, log) -> Path | None:
+    """The newest snapshot that can be resumed from; damaged newer ones are named and skipped."""
+    states = sorted((run.out / "snapshots").glob("*.solverstate"), key=snapshot_iter, reverse=True)
+    for state in states:
+        problem = snapshot_problem(state, run.sp.net or run.sp.train_net)
+        if problem is None:
+            return state
+        log(f"warning: skipping snapshot {state.name}: {problem}")
+    return None
+
+
 def state_iter(path: Path) -> int:
     st = pb2().SolverState()
     st.ParseFromString(path.read_bytes())
@@ -182,6 +215,25 @@ def caffe_gpu(device: str | None) -> int | None:
     return int(idx or 0)
 
 
+@contextlib.contextmanager
+def located(state: Path):
+    """The state as Caffe can restore it: its learned_net (an absolute path when written)
+    pointed at the .caffemodel beside it, so a moved or copied run folder resumes."""
+    st = pb2().SolverState()
+    st.ParseFromString(state.read_bytes())
+    beside = state.with_suffix(".caffemodel").resolve()
+    if Path(st.learned_net) == beside:
+        yield state
+        return
+    st.learned_net = str(beside)
+    tmp = state.with_name(f".{state.name}.{os.getpid()}.resume")
+    tmp.write_bytes(st.SerializeToString())
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class CaffeEngine:
     """pycaffe's solver (Caffe's own SGD), on the CPU or one GPU."""
     main = True
@@ -202,7 +254,8 @@ class CaffeEngine:
         self.sp = run.sp
         self.describe = f"caffe (pycaffe, {'CPU' if gpu_id is None else f'GPU {gpu_id}'})"
         if state:
-            self.solver.restore(str(state))
+            with located(state) as here:
+                self.solver.restore(str(here))
             log(f"resumed from {state} at iteration {self.iter}")
 
     @property
@@ -459,7 +512,7 @@ def find_solver(solver) -> Path:
 def begin(engine_kind, run: Run, rec: Recorder, fresh: bool, weights, options: dict):
     """Start the engine: from the newest snapshot in the run folder (resume), or from
     ``weights``, or from the fillers."""
-    state = None if fresh else latest_state(run.out)
+    state = None if fresh else resume_state(run, rec.log)
     if fresh and run.main:
         start_over(run.out)
     engine = start_engine(engine_kind, run, state, rec.log, options)

@@ -257,7 +257,9 @@ class Trainer:
         for h in self.opt.history:
             out += _field(hist_f, _blob_bytes(h.detach().float().cpu().numpy(),
                                               bp["shape"].number, bp["data"].number, pb))
-        path.write_bytes(bytes(out))
+        tmp = path.with_name(path.name + ".tmp")   # a kill mid-write leaves no partial state
+        tmp.write_bytes(bytes(out))
+        tmp.replace(path)
 
     def restore(self, path):
         """Resume from a .solverstate (Caffe's or ours): iteration, history and weights."""
