@@ -21,7 +21,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from models import validate
+from models import preflight, validate
 from models.paths import RUNS, relocated
 
 PATH_FLAGS = ("weights", "snapshot")
@@ -95,14 +95,26 @@ def prepare(argv: list[str]) -> list[str]:
     if cmd == "train":
         out = effective_solver(out)
     validate.check_caffe_command(out)
+    preflight_command(out)
     return out
+
+
+def preflight_command(argv: list[str]) -> None:
+    """Caffe's own setup of what the command names, in a child process (models.preflight):
+    whatever the validator let through and Caffe would abort on is one line here."""
+    cmd, f = validate.parse_caffe_args(argv)
+    weights = f["weights"].split(",") if "weights" in f else []
+    if cmd == "train":
+        preflight.solver(f["solver"], validate.solver_nets(validate.load_solver(f["solver"])), weights)
+    elif cmd in ("test", "time"):
+        preflight.net(f["model"], f.get("phase", "TEST" if cmd == "test" else "TRAIN").upper(), weights)
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         out = prepare(argv)
-    except validate.ValidationError as e:
+    except (validate.ValidationError, preflight.PreflightError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("\n".join(out))

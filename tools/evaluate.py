@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.clips import ClipSource, parse_params
-from models import metrics, shapes, validate
+from models import metrics, preflight, shapes, validate
 from models.engine import caffe
 from models.paths import PROTOTXT, RUNS, resolve_weights, user_path
 from models.v2v import paper_value
@@ -87,6 +87,7 @@ class DeployNet:
         any other layer missing from ``weights`` is an error."""
         validate.validate_weights(weights, validate.validate_net_file(deploy, "TEST"), deploy,
                                   missing_ok=set(allow_missing))
+        preflight.net(deploy, "TEST", [weights])
         cf = caffe()
         self.net = cf.Net(str(deploy), str(weights), cf.TEST)
         self.deploy, self.pad = deploy, pad

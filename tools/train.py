@@ -58,7 +58,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
-from models import validate
+from models import preflight, validate
 from models.engine import caffe, gpu_unavailable_reason, pb2, use_gpu
 from models.gpu import GpuUnavailable
 from models.lock import hold
@@ -247,6 +247,7 @@ class CaffeEngine:
             raise TrainError(str(e)) from None
         if run.sp.random_seed >= 0:
             cf.set_random_seed(run.sp.random_seed)
+        preflight.solver(run.eff, validate.solver_nets(run.sp))   # what Caffe would abort on: one line
         try:
             self.solver = cf.get_solver(str(run.eff))
         finally:
