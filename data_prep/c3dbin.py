@@ -36,6 +36,10 @@ def read_c3d_bin(path, dtype=None) -> np.ndarray:
     dtype = np.dtype(dtype)
     if body < n * dtype.itemsize:
         raise BinError(f"{path}: truncated: {body} data bytes, {n * dtype.itemsize} needed for {shape} {dtype}")
+    if body != n * dtype.itemsize:
+        held = {1: "uint8", 4: "float32"}.get(body // n if body % n == 0 else 0)
+        raise BinError(f"{path}: {body} data bytes are {held} values for {shape}, expected {dtype}" if held else
+                       f"{path}: {body - n * dtype.itemsize} bytes after the {shape} {dtype} data: damaged")
     return np.frombuffer(raw, dtype, n, 20).reshape(shape)
 
 

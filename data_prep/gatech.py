@@ -16,7 +16,8 @@ Accepted inputs (frames: .png/.jpg/.jpeg/.bmp/.ppm; labels: single-channel image
        <root>/test/<video>/...
 
    Frames and labels are paired by file stem (000001.png ↔ 000001.png/.bmp/...); frames
-   without a label image are skipped (GATECH labels every frame of its clips).
+   without a label image are skipped, and no clip spans such a gap (GATECH labels every
+   frame of its clips).
    If the unpacked archive has no train/ test/ folders, give ``--videos LIST`` (one video
    folder per line, relative to --root) for each split.
 2. A plain list file (``--list FILE``), one frame per line:
@@ -74,14 +75,25 @@ def _images(d: Path) -> list[Path]:
     return sorted((p for p in d.iterdir() if p.suffix.lower() in IMG_EXT and p.is_file()), key=_natural)
 
 
-def pairs_from_folder(vdir: Path) -> list[tuple[Path, Path]]:
+def pairs_from_folder(vdir: Path) -> list[tuple[Path, Path, int]]:
+    """(frame, label, the frame's position among all frames) for the labelled frames."""
     fdir = next((vdir / n for n in FRAME_DIRS if (vdir / n).is_dir()), None)
     ldir = next((vdir / n for n in LABEL_DIRS if (vdir / n).is_dir()), None)
     if fdir is None or ldir is None:
         raise FileNotFoundError(f"{vdir}: needs a frames folder ({'/'.join(FRAME_DIRS)}) and a "
                                 f"labels folder ({'/'.join(LABEL_DIRS)})")
     labels = {p.stem: p for p in _images(ldir)}
-    return [(f, labels[f.stem]) for f in _images(fdir) if f.stem in labels]
+    return [(f, labels[f.stem], i) for i, f in enumerate(_images(fdir)) if f.stem in labels]
+
+
+def consecutive_runs(positions: list[int]) -> list[tuple[int, int]]:
+    """(first index into ``positions``, length) of each run of consecutive frame positions."""
+    runs, first = [], 0
+    for k in range(1, len(positions) + 1):
+        if k == len(positions) or positions[k] != positions[k - 1] + 1:
+            runs.append((first, k - first))
+            first = k
+    return runs
 
 
 def videos_from_tree(root: Path, split: str, videos_list: str | None) -> list[tuple[str, object]]:
@@ -157,8 +169,11 @@ def load_label(path: Path, lut: np.ndarray, colors: dict | None) -> np.ndarray:
         if not (np.all(a[..., 0] == a[..., 1]) and np.all(a[..., 1] == a[..., 2])):
             raise ValueError(f"label image {path} is colour: give --label-colors to map colours to classes")
         a = a[..., 0]
+    if a.dtype.kind == "f":
+        raise ValueError(f"label image {path} holds floating-point values ({im.mode}): labels are integer "
+                         "class ids (8-bit gray, or 16-bit with values 0..255)")
     if a.dtype != np.uint8:
-        if a.max() > 255:
+        if a.min() < 0 or a.max() > 255:
             raise ValueError(f"label image {path}: value {int(a.max())} is out of range (0..7, void 255)")
         a = a.astype(np.uint8)
     out = lut[a]
@@ -202,11 +217,13 @@ def work_video(item: str, payload, length: int, stride: int, height: int, width:
     kind, val = payload
     if kind == "bin":
         return work_bin(val[0], val[1], length, height, width)
-    pairs = pairs_from_folder(Path(val)) if kind == "dir" else [(Path(a), Path(b)) for a, b in val]
-    if len(pairs) < length:
-        raise ValueError(f"{item}: {len(pairs)} labelled frames, fewer than a clip ({length})")
+    pairs = pairs_from_folder(Path(val)) if kind == "dir" else [(Path(a), Path(b), i) for i, (a, b) in enumerate(val)]
+    runs = consecutive_runs([i for *_, i in pairs])
+    if max((n for _, n in runs), default=0) < length:
+        raise ValueError(f"{item}: no {length} consecutive labelled frames (a clip; {len(pairs)} labelled "
+                         f"frames in {len(runs)} run(s): a frame without its label image breaks a run)")
     frames, labels = [], []
-    for f, lab in pairs:
+    for f, lab, _ in pairs:
         try:
             im = np.asarray(Image.open(f).convert("RGB"))
         except Exception as e:  # noqa: BLE001
@@ -218,11 +235,9 @@ def work_video(item: str, payload, length: int, stride: int, height: int, width:
         frames.append(cv2.resize(im, (width, height), interpolation=cv2.INTER_AREA))
         labels.append(cv2.resize(lb, (width, height), interpolation=cv2.INTER_NEAREST))
     fr, lb = np.stack(frames), np.stack(labels)
-    clips = []
-    for s in range(0, len(pairs) - length + 1, stride):
-        clips.append((s, {"frames": fr[s:s + length].transpose(3, 0, 1, 2),
-                          "label": lb[None, s:s + length]}))
-    return clips
+    return [(pairs[first + s][2], {"frames": fr[first + s:first + s + length].transpose(3, 0, 1, 2),
+                                   "label": lb[None, first + s:first + s + length]})
+            for first, n in runs for s in range(0, n - length + 1, stride)]  # no clip spans a gap
 
 
 def _parser() -> argparse.ArgumentParser:
