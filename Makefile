@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-torch setup-dev setup-cuda setup-cpu demo test test-fast test-gpu gpu-check docker-check lint bench prototxt clean-engine help
+.PHONY: setup setup-torch setup-dev setup-cuda setup-cpu demo test test-fast test-gpu gpu-check docker-check slurm-check lint bench prototxt clean-engine help
 
 help:
 	@echo "make demo        set up, then train/evaluate V2V on a small synthetic dataset (runs/demo/)"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-gpu    the GPU tests alone, on the CUDA build; fails where no GPU is usable"
 	@echo "make gpu-check   on a GPU machine: CUDA build + GPU tests + benchmarks, logs in runs/gpu_check/"
 	@echo "make docker-check build the CPU and GPU images and run the suite and the demo in them"
+	@echo "make slurm-check the cluster/ Slurm scripts under a private Slurm here (as root; installs slurm-wlm, munge)"
 
 # Always runs engine/setup.sh: it is idempotent and returns in seconds when all is there.
 setup:
@@ -52,6 +53,10 @@ gpu-check:
 # Not part of `make test`: it takes the better part of an hour (docker/README.md).
 docker-check:
 	@bash docker/check.sh
+
+# Not part of `make test`: it installs Debian packages and starts daemons (cluster/README.md).
+slurm-check: setup-torch
+	@bash cluster/slurm_check.sh
 
 lint: setup-dev
 	@bash tests/lint.sh

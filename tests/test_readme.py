@@ -39,6 +39,8 @@ ELSEWHERE = {
     "make setup-cpu": "switches the venv the suite runs in to the other engine build",
     "make test-gpu": "the GPU tests: tests/test_gpu.py, where a GPU is (tests/test_gpu_probe.py checks the plumbing)",
     "make gpu-check": "for a GPU machine: the CUDA build, make test-gpu and make bench in one run",
+    "make slurm-check": "installs Debian packages and starts daemons: run by hand (cluster/README.md); "
+                        "tests/test_cluster.py checks the scripts without Slurm",
     "make docker-check": "docker builds of both images and the suite inside them, most of an hour (docker/check.sh)",
 }
 CAFFE_FLAGS = {"train": {"solver", "weights", "snapshot", "gpu"}, "test": {"model", "weights", "iterations", "gpu"},
