@@ -272,3 +272,13 @@ def test_a_moved_run_folder_resumes(tiny):
     assert train_cli(solver(max_iter=20, snap=10), d / "there", "caffe") == 0
     assert "resumed from" in (d / "there" / "train.log").read_text()
     assert [p.name for p in (d / "there" / "snapshots").glob(".*")] == []
+
+
+def test_hdf5_snapshots_are_refused_up_front(tiny, capsys):
+    """tools.train resumes from binary .solverstate files; an HDF5 run would start over."""
+    d, solver = tiny
+    sp = solver()
+    sp.write_text(sp.read_text() + "snapshot_format: HDF5\n")
+    assert train_cli(sp, d / "run", "caffe") == 2
+    assert "snapshot_format: HDF5: tools.train writes and resumes Caffe's binary" in capsys.readouterr().err
+    assert not (d / "run").exists()

@@ -126,6 +126,9 @@ class Run:
 def prepare(solver_path: Path, out, max_iter=None, snapshot=None) -> Run:
     """Read and validate the solver; make its paths absolute, snapshots under ``out``."""
     sp = validate.load_solver(solver_path)
+    if sp.snapshot_format == pb2().SolverParameter.HDF5:
+        raise TrainError(f"{solver_path}: snapshot_format: HDF5: tools.train writes and resumes Caffe's binary "
+                         "snapshots (the default); remove the line, or run caffe train for HDF5 snapshots")
     name = net_name(sp, solver_path)
     out = (Path(out) if out else RUNS / name).resolve()
     test_every = sp.test_interval if len(sp.test_iter) else 0
