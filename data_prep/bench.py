@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from models.paths import RUNS
+from models import cli
 
 
 def _decode(path):
@@ -146,4 +147,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -51,6 +51,7 @@ import numpy as np
 
 from models.lock import hold
 from models.paths import user_path
+from models import cli
 
 FORMAT = "v2v-clipdb-1"
 MAP_SIZE = int(os.environ.get("V2V_LMDB_MAP_SIZE", 1 << 40))  # 1 TiB of address space (sparse)
@@ -550,4 +551,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -59,6 +59,7 @@ import numpy as np
 
 from data_prep import db as cdb
 from models.paths import db_path
+from models import cli
 
 CLASSES = ("sky", "ground", "solid", "porous", "cars", "humans", "vertical mix", "main mix")
 VOID = 255
@@ -319,4 +320,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -19,6 +19,7 @@ import numpy as np
 from data_prep.clips import LUMA_WEIGHTS
 from data_prep.db import ClipDB, DBError
 from models.paths import DATA, user_path
+from models import cli
 
 LUMA = np.array(LUMA_WEIGHTS)  # float64: the sums here are float64
 
@@ -60,4 +61,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

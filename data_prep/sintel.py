@@ -39,6 +39,7 @@ import numpy as np
 from data_prep import db as cdb
 from data_prep.flo import read_flo
 from models.paths import db_path
+from models import cli
 
 PASSES = ("clean", "final")
 FOLDS = 3
@@ -153,4 +154,4 @@ examples:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

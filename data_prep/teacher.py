@@ -62,7 +62,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from models import metrics
+from models import cli, metrics
 
 cv2.setNumThreads(1)  # one thread per process: parallelism comes from --workers
 
@@ -294,4 +294,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -41,6 +41,7 @@ from data_prep.teacher import DEFAULT as TEACHER
 from data_prep.teacher import brox_flow, brox_flow_gpu, gpu_available
 from data_prep.video import decode_video
 from models.paths import db_path
+from models import cli
 
 
 def read_split_list(path) -> list[str]:
@@ -189,4 +190,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

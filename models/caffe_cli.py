@@ -21,7 +21,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from models import preflight, validate
+from models import cli, preflight, validate
 from models.paths import RUNS, relocated
 
 PATH_FLAGS = ("weights", "snapshot")
@@ -122,4 +122,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

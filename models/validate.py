@@ -20,7 +20,7 @@ import numpy as np
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
-from models import shapes
+from models import cli, shapes
 from models.schedule import POLICIES
 from models import gpu
 from models.engine import check_gpu_ids, layer_types, pb2
@@ -407,4 +407,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

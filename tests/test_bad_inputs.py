@@ -75,3 +75,13 @@ def test_no_clip_spans_a_missing_label(tmp_path):
     (root / "train" / "video000" / "labels" / "000011.png").unlink()
     r = run_tool("data_prep.gatech", "--root", root, "--split", "train", "--out", tmp_path / "db3", check=False)
     assert r.returncode != 0 and "no 16 consecutive labelled frames" in r.stderr
+
+
+def test_unwritable_outputs_are_one_line(tmp_path):
+    """A file where the output folder should be: one line naming it, exit 2 (models/cli.py, every tool)."""
+    from tests.data_fixtures import coord_db
+    coord_db(tmp_path / "db", "color", n=2, L=4, H=16, W=20)
+    (tmp_path / "afile").write_text("x")
+    r = run_tool("data_prep.mean", "--db", tmp_path / "db", "--out", tmp_path / "afile" / "m.npy", check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'afile'}: File exists"
+    assert "Traceback" not in r.stderr

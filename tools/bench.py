@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models import validate
+from models import cli, validate
 from models.engine import caffe, gpu_unavailable_reason
 from models.gpu import torch_cuda_reason
 from models.paths import PROTOTXT, RUNS
@@ -463,4 +463,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

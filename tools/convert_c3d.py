@@ -23,6 +23,7 @@ from pathlib import Path
 from models.c3d_convert import C3DFormatError, convert_mean, convert_model
 from models.paths import PROTOTXT, resolve_repo_path
 from models.v2v import C3D_DIR, C3D_WEIGHTS
+from models import cli
 
 
 def main(argv=None) -> int:
@@ -62,4 +63,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

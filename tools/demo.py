@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from models.paths import REPO, RUNS
+from models import cli
 
 CLIP = (8, 32, 32)          # L, H, W of the demo clips
 FRAME = (48, 64)            # H, W of the demo videos
@@ -288,4 +289,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

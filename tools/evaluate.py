@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.clips import ClipSource, parse_params
-from models import metrics, preflight, shapes, validate
+from models import cli, metrics, preflight, shapes, validate
 from models.engine import caffe
 from models.paths import PROTOTXT, RUNS, resolve_weights, user_path
 from models.v2v import paper_value
@@ -354,4 +354,4 @@ def print_tables(files: list[Path]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models import validate
+from models import cli, validate
 from models.paths import PROTOTXT, RUNS, resolve_weights, user_path
 from tools.evaluate import net_files
 
@@ -349,4 +349,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from models import shapes
+from models import cli, shapes
 from models.validate import ValidationError, validate_net
 
 
@@ -71,4 +71,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.clips import ClipPrep, complete_params
-from models import validate
+from models import cli, validate
 from models.paths import RUNS, resolve_weights, user_path
 from tools.evaluate import DeployNet, add_allow_missing, net_files, test_data_params
 
@@ -169,4 +169,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

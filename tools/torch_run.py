@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from models import cli
 
 
 def read_input(path: Path) -> np.ndarray:
@@ -120,4 +121,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

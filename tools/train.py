@@ -58,7 +58,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
-from models import preflight, validate
+from models import cli, preflight, validate
 from models.engine import caffe, gpu_unavailable_reason, pb2, use_gpu
 from models.gpu import GpuUnavailable
 from models.lock import hold
@@ -681,6 +681,11 @@ def main(argv=None) -> int:
     except (ValueError, LossNotFinite) as e:  # ValidationError and TrainError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 3 if isinstance(e, LossNotFinite) else 2
+    except OSError as e:  # a read-only or full disk, a file where a folder should be
+        if e.errno is None:
+            raise
+        print(cli.os_error(e), file=sys.stderr)
+        return 2
     return 130 if s["interrupted"] else 0
 
 
