@@ -304,3 +304,15 @@ def test_ddp_check_nets_differ_only_in_their_data_layers(tmp_path):
     texts = {k: Path(solvers[k].replace("_solver", "_net")).read_text() for k in ("ddp", "one")}
     seeds = {k: [json.loads(p)["seed"] for p in re.findall(r"param_str: '(.*)'", t)] for k, t in texts.items()}
     assert seeds == {"ddp": [5], "one": [5, 6]}  # rank r reads with seed + r (torch_runtime.data)
+
+
+def test_every_script_finds_the_repository_with_the_same_code():
+    """sbatch runs a copy of a script from its spool folder, so each script carries the
+    finder before it can source lib.sh: the copies must stay one text."""
+    def finder(p):
+        text = p.read_text()
+        start = text.index("v2v_find_repo() {")
+        return text[start:text.index("\n}\n", start)]
+    texts = {p.name: finder(p) for p in SCRIPTS if "v2v_find_repo() {" in p.read_text()}
+    assert set(texts) >= {*JOBS, "submit_ucf101_flow.sh"}
+    assert len(set(texts.values())) == 1, sorted(texts)
