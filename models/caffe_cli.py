@@ -93,6 +93,9 @@ def prepare(argv: list[str]) -> list[str]:
     cmd, _ = validate.parse_caffe_args(argv)
     out = relocate_data_paths(argv)
     if cmd == "train":
+        i = _flag_value_index(out, "solver")
+        if i is not None:  # the user's own file first, so that its errors name it
+            validate.validate_solver_file(out[i], check_nets=False)
         out = effective_solver(out)
     validate.check_caffe_command(out)
     preflight_command(out)
