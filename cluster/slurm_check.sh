@@ -147,7 +147,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
 MinJobAge=3600
-KillWait=10
+# SIGTERM to SIGKILL: 10 s was too short for a snapshot on a loaded 2-core machine
+KillWait=60
 SlurmctldTimeout=60
 SlurmdTimeout=60
 NodeName=n0 NodeHostname=$host NodeAddr=127.0.0.1 Port=${ports[1]} CPUs=$cpus RealMemory=$mem State=UNKNOWN
