@@ -8,7 +8,7 @@
 # test      docker run --rm v2v-caffe:cpu make test        (the whole suite in the image)
 # demo      docker run --rm -v <tmp>:/opt/v2v/runs v2v-caffe:cpu make demo; the report must
 #           land in <tmp> owned by the calling user (a stand-in uid when that is root)
-# gpu-test  in the GPU image: `caffe device_query` without a GPU gives one clear line, and
+# gpu-test  in the GPU image: `caffe device_query -gpu 0` without a GPU gives one clear line, and
 #           the tests in CPU mode pass ($V2V_DOCKER_GPU_TESTS: test (default) or test-fast)
 # Logs and a summary (summary.md: times, image sizes, results) go to $V2V_DOCKER_OUT
 # (default runs/docker_check/). Environment: DOCKER (the docker CLI, default docker),
@@ -125,7 +125,7 @@ run_demo() {
 
 run_gpu_image() {
   local rc=0 out
-  out="$("$DOCKER" run --rm v2v-caffe:gpu caffe device_query 2>&1)" || rc=$?
+  out="$("$DOCKER" run --rm v2v-caffe:gpu caffe device_query -gpu 0 2>&1)" || rc=$?
   echo "$out" > "$OUT/device_query.log"
   if [ "$rc" = 0 ] || grep -q "Check failed" <<< "$out"; then
     row "gpu: caffe device_query without a GPU" "FAILED (exit $rc)" "-"

@@ -26,6 +26,17 @@ def test_docker_layers_keep_caffe_apart_from_the_code():
     assert later == ["requirements-torch.txt", "requirements-dev.txt", "."]
 
 
+def test_gpu_image_keeps_the_default_cuda_arch():
+    """The GPU image's run-time V2V_CUDA_ARCH default is engine/cuda_toolkit.py's DEFAULT_ARCH
+    (else setup.sh in the container computes another build key and rebuilds)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("cuda_toolkit", REPO / "engine" / "cuda_toolkit.py")
+    toolkit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toolkit)
+    text = (REPO / "docker" / "Dockerfile").read_text()
+    assert f'ENV V2V_CUDA_ARCH="${{V2V_CUDA_ARCH:-{toolkit.DEFAULT_ARCH}}}"' in text
+
+
 def test_dockerignore_keeps_host_builds_out_of_the_images():
     ignored = (REPO / ".dockerignore").read_text().split()
     for path in (".venv", "data", "runs", ".git"):
