@@ -113,7 +113,7 @@ def _failing_layer(path, phase: str) -> str | None:
         while lo < hi:
             mid = (lo + hi) // 2
             lo, hi = (lo, mid) if fails(mid) else (mid + 1, hi)
-    return f"{names[lo - 1]}' ({npm.layer[lo - 1].type})"
+    return f"'{names[lo - 1]}' ({npm.layer[lo - 1].type})"
 
 
 CHECK_VS = re.compile(r"Check failed: (?P<cond>.+?) \((?P<a>[^()]*) vs\. (?P<b>[^()]*)\)(?: (?P<msg>.*))?$")
@@ -122,7 +122,7 @@ CHECK = re.compile(r"Check failed: (?P<cond>.*)$")
 
 def explain(log: str, status: int, path, layer: str | None, what: str | None = None) -> str:
     """One line from the child's log and wait status: the file, the layer, what failed."""
-    what = what or (f"cannot set up layer '{layer}" if layer else "cannot set up the net")
+    what = what or (f"cannot set up layer {layer}" if layer else "cannot set up the net")
     fatal = [ln for ln in log.splitlines() if re.match(r"^F\d{4,8} ", ln)]
     py = [ln for ln in log.splitlines() if ln.startswith("PYTHON-ERROR ")]
     if fatal:

@@ -247,12 +247,13 @@ def check_blob(weights, name: str, j: int, bp, want, net_path) -> None:
                             "(a diverged training run?)")
 
 
-def validate_weights(weights, net, net_path, missing_ok=None) -> None:
+def validate_weights(weights, net, net_path, missing_ok=None):
     """A caffemodel must parse and its blobs must fit the layers they copy into by name, with
     as many values as their shapes and all finite. ``missing_ok``: None, any layer of the net
     may be missing from the weights (training from C3D: new layers start from their fillers);
     else the names of the layers that may be missing, and any other missing layer with
-    parameters is an error (evaluate, predict: it would run with random fillers)."""
+    parameters is an error (evaluate, predict: it would run with random fillers). Returns the
+    parsed model."""
     model = read_weights(weights)
     infos = {i.name: i for i in shapes.infer_net(net, "TRAIN")} if net is not None else {}
     source = {layer.name: layer for layer in model.layer}
@@ -276,6 +277,7 @@ def validate_weights(weights, net, net_path, missing_ok=None) -> None:
         raise _err(weights, f"has no weights for layer(s) {', '.join(missing)} of {net_path}: they would run "
                             f"with random fillers; use weights trained for this net, or accept that with "
                             f"--allow-missing {','.join(missing)}")
+    return model
 
 
 # --------------------------------------------------------------------------- CLI

@@ -90,7 +90,7 @@ def test_explain_words():
     log = ("WARNING: Logging before InitGoogleLogging() is written to STDERR\n"
            "F20261202 04:27:48.341583 10587 blob.hpp:122] Check failed: axis_index < num_axes() (7 vs. 5) "
            "axis 7 out of range\n*** Check failure stack trace: ***\n")
-    assert preflight.explain(log, 6, "n.prototxt", "prob' (Softmax)") == (
+    assert preflight.explain(log, 6, "n.prototxt", "'prob' (Softmax)") == (
         "n.prototxt: Caffe cannot set up layer 'prob' (Softmax): requires `axis_index < num_axes()` (7 vs. 5): "
         "axis 7 out of range [blob.hpp:122]")
     crashed = preflight.explain("", 11, "n.prototxt", None)

@@ -167,9 +167,8 @@ def snapshot_problem(state: Path, net_path: str) -> str | None:
     st = pb2().SolverState()
     try:
         st.ParseFromString(state.read_bytes())
-        model = validate.read_weights(state.with_suffix(".caffemodel"))
-        validate.validate_weights(state.with_suffix(".caffemodel"), validate.load_net(net_path), net_path,
-                                  missing_ok=set())
+        model = validate.validate_weights(state.with_suffix(".caffemodel"), validate.load_net(net_path), net_path,
+                                          missing_ok=set())
     except DecodeError:
         return f"{state}: unreadable (cut short?)"
     except (OSError, ValueError) as e:  # ValidationError is a ValueError
