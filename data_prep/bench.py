@@ -104,8 +104,9 @@ def run(out=None, quick: bool = False) -> dict:
     md += ["", f"UCF101 (≈2.4 M frame pairs): ≈{pairs_ucf / r['teacher_fps_per_cpu_s'] / 3600:.1f} "
            f"core-hours of teacher; ≈{pairs_ucf / r['teacher_fps'][2] / 3600:.1f} h at this run's "
            f"2-process rate."]
-    (out / "data.md").write_text("\n".join(md) + "\n")
-    (out / "data.json").write_text(json.dumps(res, indent=1))
+    with cli.writing(out):
+        (out / "data.md").write_text("\n".join(md) + "\n")
+        (out / "data.json").write_text(json.dumps(res, indent=1))
     print("\n".join(md))
     print(f"\nwritten {out / 'data.md'}")
     return res

@@ -109,6 +109,44 @@ def load_manifest(p: dict):
         raise ValueError(str(e)) from None
 
 
+def check_labels(db: ClipDB, classes: int, void: int | None, net_file) -> None:
+    """A segmentation database's label values against a net that predicts ``classes``
+    classes (0..classes-1; ``void`` is ignored, None: the net ignores no label). A larger
+    id is an error: Caffe's SoftmaxWithLoss would read past the prediction, and the
+    evaluation would leave it unscored without a word."""
+    top = max((v for v in db.label_values() if v != void), default=-1)
+    if top >= classes:
+        ignored = f"{void} = void" if void is not None else "no label ignored"
+        raise ValueError(f"{db.path}: labels go up to {top} but the net {net_file} predicts {classes} "
+                         f"classes (0..{classes - 1}; {ignored})")
+
+
+# The layers that read class-id labels: (prediction's class axis, the message with ignore_label).
+LABEL_READERS = {"SoftmaxWithLoss": lambda lp: (lp.softmax_param.axis, lp.loss_param),
+                 "Accuracy": lambda lp: (lp.accuracy_param.axis, lp.accuracy_param)}
+
+
+def check_net_labels(net_path, phase: str) -> None:
+    """check_labels for every layer of the net (in ``phase``) that reads the labels of a
+    segmentation ClipDataLayer: the classes are the channels of its prediction bottom."""
+    from models import shapes, validate
+    net = validate.load_net(net_path)
+    layers = [lp for lp in net.layer if shapes.layer_in_phase(lp, phase)]
+    blobs, sources = {}, {}   # blob shapes so far; label top -> its database
+    for lp, info in zip(layers, validate.validate_net(net, net_path, phase)):
+        blobs.update(zip(info.tops, info.top_shapes))
+        if lp.type == "Python" and lp.python_param.layer == "ClipDataLayer" and len(lp.top) == 2:
+            p = parse_params(lp.python_param.param_str)
+            if p["task"] == "seg":
+                sources[lp.top[1]] = ClipDB(load_manifest(p)[0])
+        elif lp.type in LABEL_READERS and len(lp.bottom) == 2 and lp.bottom[1] in sources:
+            axis, msg = LABEL_READERS[lp.type](lp)
+            pred = blobs[lp.bottom[0]]
+            void = msg.ignore_label if msg.HasField("ignore_label") else None
+            if pred is not None:
+                check_labels(sources[lp.bottom[1]], pred[axis % len(pred)], void, net_path)
+
+
 class ClipPrep:
     """The test- and train-time preparation of one clip, as the data layer defines it.
 

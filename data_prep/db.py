@@ -28,7 +28,12 @@ C-contiguous bytes with the manifest's shape and dtype. Fields by task:
 manifest.json: format, dataset, split, task, fields {name: {shape, dtype}}, count,
 records [{key, item, start, sha256}], checksum (sha256 over the records' sha256s in key
 order: equal checksums = identical databases), bad [{item, error}], command (argv) and
-params (the tool's parameters), teacher parameters where flow was computed.
+params (the tool's parameters), teacher parameters where flow was computed, and, in a
+database with a ``label`` field, label_values (the sorted values present in it, so a
+net's class count is checked against them without reading the records).
+
+A failed write (a full or read-only disk; LMDB reports it as its own error) is an OSError
+naming the file (models.cli.writing), which the tools print as one line.
 
 ``read_clip(db, i)`` returns record i (manifest order) as a dict of arrays.
 ``python -m data_prep.db merge OUT SHARD...`` merges shards; ``python -m data_prep.db info DB``
@@ -37,6 +42,8 @@ prints a manifest summary; ``python -m data_prep.db verify DB`` re-checks every 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -54,6 +61,7 @@ from models.paths import user_path
 from models import cli
 
 FORMAT = "v2v-clipdb-1"
+LABEL, LABEL_VALUES = "label", "label_values"   # the label field; the manifest key listing its values
 MAP_SIZE = int(os.environ.get("V2V_LMDB_MAP_SIZE", 1 << 40))  # 1 TiB of address space (sparse)
 
 
@@ -63,6 +71,26 @@ class DBError(ValueError):
 
 def _ukey(unit: int) -> str:
     return f"{unit:07d}"
+
+
+def _layout(fields: list[tuple[str, tuple, np.dtype]]) -> tuple[dict, int]:
+    """{name: (shape, dtype, byte offset)} of the fields in a record, and the record's size."""
+    out, off = {}, 0
+    for name, shape, dt in fields:
+        out[name] = (shape, dt, off)
+        off += int(np.prod(shape)) * dt.itemsize
+    return out, off
+
+
+def _field(value: bytes, shape, dt, off) -> np.ndarray:
+    return np.frombuffer(value, dt, int(np.prod(shape)), off).reshape(shape)
+
+
+def _values(a: np.ndarray) -> set:
+    """The distinct values of an array (uint8 labels: by counting, about as fast as hashing them)."""
+    if a.dtype == np.uint8:
+        return set(np.flatnonzero(np.bincount(a.reshape(-1), minlength=256)).tolist())
+    return set(np.unique(a).tolist())
 
 
 _READERS: dict[str, lmdb.Environment] = {}
@@ -128,6 +156,18 @@ class ClipWriter:
             raise DBError(str(e)) from None
         self.env = _open_env(self.path, readonly=False)
 
+    @contextlib.contextmanager
+    def _write(self):
+        """A write transaction. LMDB's errors (a full disk is EIO or ENOSPC there) become an
+        OSError naming data.mdb."""
+        with cli.writing(self.path / "data.mdb"):
+            try:
+                with self.env.begin(write=True) as txn:
+                    yield txn
+            except lmdb.Error as e:
+                code = errno.ENOSPC if isinstance(e, lmdb.DiskError) else errno.EIO
+                raise OSError(code, f"{e} (a full or read-only disk?)") from None
+
     def start(self):
         """Mark the database unfinished (finalize writes the manifest again)."""
         man = self.path / "manifest.json"
@@ -142,7 +182,7 @@ class ClipWriter:
 
     def claim(self, want: str):
         """Store the build identity ``want`` (JSON) or check it against the stored one."""
-        with self.env.begin(write=True) as txn:
+        with self._write() as txn:
             have = txn.get(b"m/build")
             if have is None:
                 txn.put(b"m/build", want.encode())
@@ -177,7 +217,7 @@ class ClipWriter:
 
     def put_unit(self, unit: int, item: str, clips: list[tuple[int, dict]]):
         """All clips of one unit (a video) in one transaction: [(start, {field: array})]."""
-        with self.env.begin(write=True) as txn:
+        with self._write() as txn:
             for c, (start, arrays) in enumerate(clips):
                 k = f"{_ukey(unit)}/{c:05d}"
                 txn.put(f"r/{k}".encode(), self.encode(arrays))
@@ -186,20 +226,21 @@ class ClipWriter:
             txn.put(f"u/{_ukey(unit)}".encode(), json.dumps({"item": item, "clips": len(clips)}).encode())
 
     def put_bad(self, unit: int, item: str, error: str):
-        with self.env.begin(write=True) as txn:
+        with self._write() as txn:
             txn.put(f"b/{_ukey(unit)}".encode(), json.dumps({"item": item, "error": error}).encode())
 
     def copy_from(self, other: Path):
         """Copy every record/marker of another (shard) database into this one."""
         src = _open_env(Path(other), readonly=True)
-        with src.begin() as s, self.env.begin(write=True) as d:
+        with src.begin() as s, self._write() as d:
             for k, v in s.cursor():
                 if k[:2] in (b"r/", b"i/", b"u/", b"b/", b"m/"):
                     d.put(k, v)
 
     def finalize(self, meta: dict) -> dict:
         """Write manifest.json from the database's content (key order)."""
-        records, bad = [], []
+        records, bad, values = [], [], set()
+        layout, _ = _layout([(k, s, np.dtype(d)) for k, (s, d) in self.fields.items()])
         h = hashlib.sha256()
         with self.env.begin() as txn:
             cur = txn.cursor()
@@ -217,13 +258,17 @@ class ClipWriter:
                     info = json.loads(txn.get(b"i/" + k[2:]))
                     digest = hashlib.sha256(v).hexdigest()
                     h.update(digest.encode())
+                    if LABEL in layout:
+                        values |= _values(_field(v, *layout[LABEL]))
                     records.append({"key": key, "item": info["item"], "start": info["start"],
                                     "sha256": digest})
         man = {"format": FORMAT, **meta,
                "fields": {k: {"shape": list(s), "dtype": np.dtype(d).name} for k, (s, d) in self.fields.items()},
-               "count": len(records), "checksum": h.hexdigest(), "bad": bad, "records": records}
+               "count": len(records), "checksum": h.hexdigest(), "bad": bad,
+               **({LABEL_VALUES: sorted(values)} if LABEL in layout else {}), "records": records}
         tmp = self.path / "manifest.json.part"
-        tmp.write_text(json.dumps(man, indent=1))
+        with cli.writing(tmp):
+            tmp.write_text(json.dumps(man, indent=1))
         os.replace(tmp, self.path / "manifest.json")
         return man
 
@@ -290,12 +335,14 @@ def build(out, units: list[tuple[str, object]], work, fields: dict, meta: dict,
     k, n = parse_shard(shard)
     out = Path(out)
     path = shard_path(out, k, n) if n > 1 else out
-    w = ClipWriter(path, fields)
+    w = None
     try:
+        w = ClipWriter(path, fields)   # a damaged data.mdb already there is a DBError too
         w.check_params({"params": meta.get("params"), "teacher": meta.get("teacher"),
                         "units": [u for u, _ in units]})
     except DBError as e:
-        w.close()
+        if w is not None:
+            w.close()
         raise SystemExit(f"error: {e}") from None
     w.start()
     done = w.done_units()
@@ -441,6 +488,7 @@ class ClipDB:
         self.path = Path(path)
         self.manifest = manifest(self.path)
         self.fields = [(k, tuple(v["shape"]), np.dtype(v["dtype"])) for k, v in self.manifest["fields"].items()]
+        self.layout, self.size = _layout(self.fields)
         self.keys = [r["key"].encode() for r in self.manifest["records"]]
         self._env = None
 
@@ -466,18 +514,32 @@ class ClipDB:
         if hashlib.sha256(v).hexdigest() != self.manifest["records"][i]["sha256"]:
             raise DBError(f"database {self.path}: record {self.keys[i].decode()} is damaged (its sha256 "
                           f"differs from the manifest's); rebuild it ({_build_hint(self.path)})")
-        out, off = {}, 0
-        for name, shape, dt in self.fields:
-            n = int(np.prod(shape)) * dt.itemsize
-            out[name] = np.frombuffer(v, dt, int(np.prod(shape)), off).reshape(shape)
-            off += n
-        if off != len(v):
+        if len(v) != self.size:
             raise DBError(f"database {self.path}: record {self.keys[i].decode()} has {len(v)} "
-                          f"bytes, the manifest's fields need {off}")
-        return out
+                          f"bytes, the manifest's fields need {self.size}")
+        return {name: _field(v, *where) for name, where in self.layout.items()}
 
     def info(self, i: int) -> dict:
         return self.manifest["records"][i]
+
+    def label_values(self) -> list:
+        """The values present in the label field, from the manifest (finalize records them).
+        A database finalized before label_values existed is scanned here, with a note and
+        a progress bar (its build command run again records them: every unit is done, so
+        it only rewrites manifest.json)."""
+        if LABEL_VALUES in self.manifest:
+            return self.manifest[LABEL_VALUES]
+        if LABEL not in self.layout:
+            raise DBError(f"database {self.path} has no {LABEL} field")
+        from tqdm import tqdm
+        cmd = " ".join(self.manifest.get("command") or []) or _build_hint(self.path)
+        print(f"note: {self.path}: its manifest.json predates label_values, so its labels are read "
+              f"now; to record them, run its build command again: {cmd}", file=sys.stderr)
+        values = set()
+        for i in tqdm(range(len(self)), desc="labels", unit="clip", file=sys.stderr, disable=None):
+            values |= _values(self[i][LABEL])
+        self.manifest[LABEL_VALUES] = sorted(values)   # read once per ClipDB
+        return self.manifest[LABEL_VALUES]
 
     def verify(self) -> list[str]:
         """Keys whose bytes do not match the manifest's sha256."""
@@ -537,6 +599,8 @@ def main(argv=None):
                   f"checksum {m['checksum'][:16]}, {len(m['bad'])} bad item(s)")
             for k, v in m["fields"].items():
                 print(f"  {k}: {tuple(v['shape'])} {v['dtype']}")
+            if LABEL_VALUES in m:
+                print(f"  label values: {', '.join(map(str, m[LABEL_VALUES]))}")
             print(f"  made by: {' '.join(m.get('command', []))}")
         else:
             a.db = user_path(a.db)

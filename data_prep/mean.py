@@ -55,7 +55,8 @@ def main(argv=None):
         raise SystemExit(f"error: {e}") from None
     out = Path(a.out) if a.out else DATA / "mean" / f"{db.parent.name}_{db.name}{'_gray' if a.gray else ''}.npy"
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, m)
+    with cli.writing(out):
+        np.save(out, m)
     print(f"wrote {out}: shape {m.shape}, overall mean {m.mean(axis=(1, 2, 3)).round(2).tolist()}")
     return 0
 

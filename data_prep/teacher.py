@@ -286,7 +286,8 @@ def main(argv=None):
     flow = (brox_flow_gpu if a.gpu else brox_flow)(*ims)
     if a.out:
         from data_prep.flo import write_flo
-        write_flo(a.out, flow)
+        with cli.writing(a.out):
+            write_flo(a.out, flow)
         print(f"wrote {a.out}")
     else:
         print(f"flow {flow.shape}, mean |w| {np.hypot(flow[..., 0], flow[..., 1]).mean():.3f} px")

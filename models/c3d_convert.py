@@ -24,11 +24,14 @@ Errors: ``C3DFormatError`` (a ValueError) naming the file and what it is instead
 """
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from models import cli
 
 V1_TYPES = {30: "Convolution3D", 34: "Deconvolution3D", 14: "InnerProduct", 4: "Convolution"}
 V1_NAMES = {4: "CONVOLUTION", 14: "INNER_PRODUCT", 30: "CONVOLUTION3D", 31: "POOLING3D",
@@ -133,11 +136,22 @@ def read_v1_blob(buf: bytes, where: str) -> np.ndarray:
     shape = tuple(dims[k] for k in (1, 2, 3, 4, 5))
     if 5 not in seen and 3 not in seen and 4 not in seen and not data:
         raise C3DFormatError(f"{where}: empty blob")
-    if int(np.prod(shape)) != arr.size:
+    if 0 in shape:
         raise C3DFormatError(f"{where}: blob dims {shape} (num, channels, length, height, width) "
-                             f"hold {int(np.prod(shape))} values but the data has {arr.size}: "
+                             "include a 0: not a C3D-v1.0 blob")
+    if math.prod(shape) != arr.size:
+        raise C3DFormatError(f"{where}: blob dims {shape} (num, channels, length, height, width) "
+                             f"hold {math.prod(shape)} values but the data has {arr.size}: "
                              "not a C3D-v1.0 blob")
     return arr.astype(np.float32).reshape(shape)
+
+
+def finite(arr: np.ndarray, where: str) -> np.ndarray:
+    """``arr``, or a C3DFormatError when it holds NaN or inf (unusable weights or mean)."""
+    bad = int(np.count_nonzero(~np.isfinite(arr)))
+    if bad:
+        raise C3DFormatError(f"{where}: {bad} NaN/inf values (of {arr.size}): the file is damaged")
+    return arr
 
 
 @dataclass
@@ -151,12 +165,19 @@ class V1Layer:
         return V1_NAMES.get(self.type_id, f"type {self.type_id}")
 
 
+def _read(path: Path) -> bytes:
+    if not path.exists():
+        raise C3DFormatError(f"{path}: file not found")
+    try:
+        return path.read_bytes()
+    except OSError as e:   # a directory, no permission
+        raise C3DFormatError(f"{path}: cannot read ({e.strerror})") from None
+
+
 def read_v1_net(path) -> tuple[str, list[V1Layer]]:
     """Parse a C3D-v1.0 caffemodel; refuse anything else with a clear error."""
     path = Path(path)
-    if not path.exists():
-        raise C3DFormatError(f"{path}: file not found")
-    buf = path.read_bytes()
+    buf = _read(path)
     if not buf:
         raise C3DFormatError(f"{path}: empty file")
     name, layers, new_layers = "", [], 0
@@ -199,6 +220,7 @@ def read_v1_net(path) -> tuple[str, list[V1Layer]]:
                                          "C3D-v1.0 files)") from None
                 except ValueError as e:
                     raise C3DFormatError(f"{path}: layer '{lname}': bad blob ({e})") from None
+                finite(blobs[-1], f"{path}: layer '{lname}' blob {len(blobs) - 1}")
         out.append(V1Layer(lname, ltype, blobs))
     return name, out
 
@@ -206,9 +228,7 @@ def read_v1_net(path) -> tuple[str, list[V1Layer]]:
 def read_v1_mean(path) -> np.ndarray:
     """A C3D-v1.0 mean binaryproto → float32 (C, L, H, W)."""
     path = Path(path)
-    if not path.exists():
-        raise C3DFormatError(f"{path}: file not found")
-    buf = path.read_bytes()
+    buf = _read(path)
     try:
         arr = read_v1_blob(buf, str(path))
     except C3DFormatError as e:
@@ -218,7 +238,7 @@ def read_v1_mean(path) -> np.ndarray:
         raise C3DFormatError(f"{path}: not a binaryproto ({e})") from None
     if arr.shape[0] != 1:
         raise C3DFormatError(f"{path}: mean has num={arr.shape[0]}, expected 1")
-    return arr[0]
+    return finite(arr[0], f"{path}: mean")
 
 
 # --------------------------------------------------------------------------- writing
@@ -327,7 +347,8 @@ def convert_model(src, dst, net=None, keep_all: bool = False) -> list[LayerRepor
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_suffix(dst.suffix + ".part")
-    tmp.write_bytes(_ld(1, (name or "c3d").encode()) + b"".join(chunks))
+    with cli.writing(tmp):
+        tmp.write_bytes(_ld(1, (name or "c3d").encode()) + b"".join(chunks))
     tmp.replace(dst)
     return reports
 
@@ -336,5 +357,6 @@ def convert_mean(src, dst) -> np.ndarray:
     mean = read_v1_mean(src)
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    np.save(dst, mean)
+    with cli.writing(dst):
+        np.save(dst, mean)
     return mean

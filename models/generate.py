@@ -156,7 +156,8 @@ def write(out_dir: Path = PROTOTXT, root: Path = REPO) -> list[str]:
     changed = []
     for p, text in expected(out_dir, root).items():
         if not p.exists() or p.read_text() != text:
-            p.write_text(text)
+            with cli.writing(p):
+                p.write_text(text)
             changed.append(p.name)
     return changed
 

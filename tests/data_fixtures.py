@@ -69,10 +69,10 @@ def make_ucf(root: Path, n_videos=4, frames=35, corrupt=True, seed=0, h=128, w=1
     return names, motions
 
 
-def coord_db(path: Path, task="flow", n=3, L=4, H=16, W=20):
+def coord_db(path: Path, task="flow", n=3, L=4, H=16, W=20, classes=8):
     """A database whose content encodes coordinates: frames channel 0 = x, channel 1 = y,
-    channel 2 = 10·t + 50·record; flow u = 1 + x/100, v = 0.5 + y/100; seg label = (x + y) % 8
-    with void (255) on the first row. Lets tests check crops, mirrors and flow signs."""
+    channel 2 = 10·t + 50·record; flow u = 1 + x/100, v = 0.5 + y/100; seg label = (x + y) %
+    classes with void (255) on the first row. Lets tests check crops, mirrors and flow signs."""
     from data_prep.db import ClipWriter
     t, y, x = np.meshgrid(np.arange(L), np.arange(H), np.arange(W), indexing="ij")
     fields = {"frames": ((3, L, H, W), np.uint8)}
@@ -86,7 +86,7 @@ def coord_db(path: Path, task="flow", n=3, L=4, H=16, W=20):
         if task == "flow":
             rec["flow"] = np.stack([1 + x / 100, 0.5 + y / 100]).astype(np.float32)
         if task == "seg":
-            lab = ((x + y) % 8).astype(np.uint8)
+            lab = ((x + y) % classes).astype(np.uint8)
             lab[:, 0] = 255
             rec["label"] = lab[None]
         w.put_unit(r, f"rec{r}", [(0, rec)])

@@ -3,6 +3,8 @@ files, a .bin whose bytes are another dtype, floating-point label images, and cl
 would be stitched across a missing label."""
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 
 import numpy as np
@@ -85,3 +87,176 @@ def test_unwritable_outputs_are_one_line(tmp_path):
     r = run_tool("data_prep.mean", "--db", tmp_path / "db", "--out", tmp_path / "afile" / "m.npy", check=False)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'afile'}: File exists"
     assert "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------ class ids the net does not predict
+SEG_NET = """name: "seg"
+layer {{ name: "data" type: "Python" top: "data" top: "label"
+  python_param {{ module: "data_prep.layers" layer: "ClipDataLayer" param_str: '{{"db": "{db}", "task": "seg"}}' }} }}
+layer {{ name: "pred" type: "Convolution3D" bottom: "data" top: "pred"
+  convolution3d_param {{ num_output: 8 kernel_size: 1 kernel_depth: 1 weight_filler {{ type: "xavier" }} }} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "pred" bottom: "label" top: "loss"
+  loss_param {{ ignore_label: 255 }} softmax_param {{ axis: 1 }} }}
+"""
+SEG_DEPLOY = """name: "seg"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 16 dim: 16 } } }
+layer { name: "pred" type: "Convolution3D" bottom: "data" top: "pred"
+  convolution3d_param { num_output: 8 kernel_size: 1 kernel_depth: 1 } }
+layer { name: "prob" type: "Softmax" bottom: "pred" top: "prob" softmax_param { axis: 1 } }
+"""
+
+
+@pytest.fixture
+def seg_run(tmp_path):
+    """seg_run(classes): a label database with ids 0..classes-1 (+ void) and the solver of an
+    8-class net reading it; returns (db, net, solver)."""
+    from tests.data_fixtures import coord_db
+
+    def make(classes: int):
+        db, net, solver = tmp_path / f"db{classes}", tmp_path / f"net{classes}.prototxt", tmp_path / "s.prototxt"
+        coord_db(db, "seg", n=2, L=8, H=16, W=16, classes=classes)
+        net.write_text(SEG_NET.format(db=db))
+        solver.write_text(f'net: "{net}"\nbase_lr: 0.001\nlr_policy: "fixed"\nmax_iter: 1\n'
+                          f'snapshot_prefix: "{tmp_path / "snap"}"\n')
+        return db, net, solver
+    return make
+
+
+def label_error(db, net) -> str:
+    return f"error: {db}: labels go up to 9 but the net {net} predicts 8 classes (0..7; 255 = void)"
+
+
+@pytest.mark.parametrize("engine", ["caffe", pytest.param("torch", marks=pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None, reason="the torch engine needs torch"))])
+def test_training_refuses_labels_beyond_the_classes(seg_run, tmp_path, capsys, engine):
+    from tools.train import main
+    db, net, solver = seg_run(10)
+    assert cdb.manifest(db)["label_values"] == [*range(10), 255]
+    assert main(["--solver", str(solver), "--out", str(tmp_path / "run"), "--engine", engine, "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == label_error(db, net)
+    assert not list((tmp_path / "run" / "snapshots").iterdir())
+    db, net, solver = seg_run(8)
+    assert main(["--solver", str(solver), "--out", str(tmp_path / "ok"), "--engine", engine, "--quiet"]) == 0
+
+
+def test_a_manifest_without_label_values_is_scanned(seg_run, tmp_path, capsys):
+    """Databases finalized before label_values existed: their records are read instead."""
+    import json
+
+    from tools.train import main
+    db, net, solver = seg_run(10)
+    man = json.loads((db / "manifest.json").read_text())
+    del man["label_values"]
+    (db / "manifest.json").write_text(json.dumps(man))
+    assert main(["--solver", str(solver), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"note: {db}: its manifest.json predates label_values" in err
+    assert err.strip().splitlines()[-1] == label_error(db, net)
+
+
+def test_evaluation_refuses_labels_beyond_the_classes(seg_run, tmp_path, capsys, caffe):
+    from tools.evaluate import main
+    (tmp_path / "deploy.prototxt").write_text(SEG_DEPLOY)
+    caffe.Net(str(tmp_path / "deploy.prototxt"), caffe.TEST).save(str(tmp_path / "w.caffemodel"))
+
+    def evaluate(net):
+        return main(["--deploy", str(tmp_path / "deploy.prototxt"), "--train-val", str(net), "--weights",
+                     str(tmp_path / "w.caffemodel"), "--out", str(tmp_path / "eval"), "--pictures", "0"])
+    db, net, _ = seg_run(10)
+    assert evaluate(net) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == label_error(db, tmp_path / "deploy.prototxt")
+    assert evaluate(seg_run(8)[1]) == 0
+
+
+# ------------------------------------------------------------------ full disks: one line naming the path
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path):
+    """/dev/full takes no byte (ENOSPC, raised without a file name by numpy's and Python's
+    writes): the tool names the file it was writing."""
+    from tests.data_fixtures import coord_db
+    from tests.wire import v10_net
+    coord_db(tmp_path / "db", "color", n=2, L=4, H=16, W=20)
+    (tmp_path / "c3d").write_bytes(v10_net([("conv1a", 30, [np.ones((2, 3, 3, 3, 3), np.float32)])]))
+    for f in ("m.npy", "w.caffemodel.part"):
+        (tmp_path / f).symlink_to("/dev/full")
+    for tool, args, written in [("data_prep.mean", ["--db", tmp_path / "db", "--out", tmp_path / "m.npy"], "m.npy"),
+                                ("tools.convert_c3d", [tmp_path / "c3d", "--no-net", "-o", tmp_path / "w.caffemodel"],
+                                 "w.caffemodel.part")]:
+        r = run_tool(tool, *args, check=False)
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == \
+            f"error: {tmp_path / written}: No space left on device", r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_one_line(tmp_path):
+    from data_prep.synthetic import make_scene, write_gatech_like
+    from tests.data_fixtures import coord_db
+    coord_db(tmp_path / "db", "color", n=2, L=4, H=16, W=20)
+    root = write_gatech_like(tmp_path / "g", {"train": [make_scene(np.random.default_rng(0), frames=16, height=24,
+                                                                   width=32, classes=8)]})
+    ro = tmp_path / "ro"
+    ro.mkdir(0o555)
+    for tool, args, named in [("data_prep.mean", ["--db", tmp_path / "db", "--out", ro / "m.npy"], ro / "m.npy"),
+                              ("data_prep.gatech", ["--root", root, "--split", "train", "--out", ro / "db"],
+                               ro / "db")]:
+        r = run_tool(tool, *args, check=False)
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == f"error: {named}: Permission denied", \
+            r.stderr
+
+
+def test_a_database_build_on_a_full_disk_names_data_mdb_and_resumes(tmp_path):
+    """LMDB reports a failed write as its own error: one line naming data.mdb; the same command
+    with room again finishes the build. (A file-size limit stands in for a full disk.)"""
+    import subprocess
+    import sys
+
+    from data_prep.synthetic import make_scene, write_gatech_like
+    from models.paths import REPO
+    root = write_gatech_like(tmp_path / "g", {"train": [make_scene(np.random.default_rng(0), frames=16, height=24,
+                                                                   width=32, classes=8)]})
+    cmd = [sys.executable, "-m", "data_prep.gatech", "--root", str(root), "--split", "train", "--out",
+           str(tmp_path / "db"), "--height", "24", "--width", "32"]
+    r = subprocess.run(["bash", "-c", 'ulimit -f 60 && exec "$@"', "bash", *cmd], cwd=REPO, capture_output=True,
+                       text=True)   # files of at most 60 KiB
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert last.startswith(f"error: {tmp_path / 'db' / 'data.mdb'}: mdb_") and "(a full or read-only disk?)" in last
+    run_tool("data_prep.gatech", *cmd[3:])
+    assert cdb.manifest(tmp_path / "db")["count"] == 1
+
+
+def test_a_failed_write_names_the_run_or_evaluation_folder(seg_run, tmp_path, monkeypatch, capsys, caffe):
+    """A write raising ENOSPC without a file name (as numpy, Pillow and LMDB do) inside
+    tools.train and tools.evaluate: one line naming the run or evaluation folder."""
+    import errno
+    from pathlib import Path
+
+    from models import cli
+    from tools import evaluate, train
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    db, net, solver = seg_run(8)
+    monkeypatch.setattr(train, "plot_curve", full)
+    assert train.main(["--solver", str(solver), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {tmp_path / 'run'}: No space left on device"
+    (tmp_path / "deploy.prototxt").write_text(SEG_DEPLOY)
+    caffe.Net(str(tmp_path / "deploy.prototxt"), caffe.TEST).save(str(tmp_path / "w.caffemodel"))
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(SystemExit) as e:
+        cli.run(lambda: evaluate.main(["--deploy", str(tmp_path / "deploy.prototxt"), "--train-val", str(net),
+                                       "--weights", str(tmp_path / "w.caffemodel"), "--out", str(tmp_path / "ev")]))
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {tmp_path / 'ev'}: No space left on device"
+
+
+def test_caffe_snapshots_are_not_tried_without_room(seg_run, tmp_path, monkeypatch, capsys):
+    """Caffe aborts when it cannot write a snapshot: tools.train stops before, with one line."""
+    import shutil
+
+    from tools import train
+    _, _, solver = seg_run(8)
+    monkeypatch.setattr(train.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 0))
+    assert train.main(["--solver", str(solver), "--out", str(tmp_path / "run"), "--quiet", "--snapshot", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {tmp_path / 'run' / 'snapshots'}: No space left on device for a snapshot"), err
+    assert not list((tmp_path / "run" / "snapshots").iterdir())

@@ -184,3 +184,102 @@ def test_fuzz_flo_bin_and_label_files(tmp_path):
     Image.fromarray(rng.integers(0, 8, (10, 12)).astype(np.uint8)).save(tmp_path / "g.png")
     _reader_fuzz((tmp_path / "g.png").read_bytes(), rng, lambda f: load_label(f, parse_label_map(None), None),
                  ValueError, tmp_path, ".png")
+
+
+def test_fuzz_ucf101_videos(tmp_path):
+    """One UCF101 build over a good video and N damaged ones (+ a text file named .avi): each
+    damaged video is either decoded into clips or reported as a bad item naming it; the
+    build goes on, never crashes."""
+    from data_prep.db import manifest
+    from data_prep.synthetic import write_video
+    rng = np.random.default_rng(16)
+    good = write_video(tmp_path / "good.avi", rng.integers(0, 256, (20, 32, 48, 3), dtype=np.uint8))
+    muts = byte_mutations(good.read_bytes(), rng) + [("text", b"not a video, only text\n")]
+    names = ["Fuzz/v_Fuzz_good_c01.avi"] + [f"Fuzz/v_Fuzz_{name}_c01.avi" for name, _ in muts]
+    (tmp_path / "UCF-101" / "Fuzz").mkdir(parents=True)
+    shutil.copy(good, tmp_path / "UCF-101" / names[0])
+    for n, (_, content) in zip(names[1:], muts):
+        place(tmp_path / "UCF-101" / n, content)
+    (tmp_path / "list.txt").write_text("".join(f"{n}\n" for n in names))
+    r = run([sys.executable, "-m", "data_prep.ucf101", "--task", "color", "--root", str(tmp_path / "UCF-101"),
+             "--list", str(tmp_path / "list.txt"), "--out", str(tmp_path / "db"), "--length", "8",
+             "--stride", "8", "--height", "16", "--width", "16"], tmp_path)
+    clear(r, "ucf101")
+    man = manifest(tmp_path / "db")
+    bad = {b["item"]: b["error"] for b in man["bad"]}
+    built = {rec["item"] for rec in man["records"]}
+    assert names[0] in built and names[0] not in bad, r.stderr[-2000:]
+    for n in names[1:]:
+        assert (n in bad) != (n in built), f"{n}: neither clips nor a reported error"
+        assert n not in bad or "\n" not in bad[n], f"{n}: {bad[n]}"
+    assert {"Fuzz/v_Fuzz_empty_c01.avi", "Fuzz/v_Fuzz_directory_c01.avi", "Fuzz/v_Fuzz_text_c01.avi"} <= set(bad)
+
+
+C3D_NET = """name: "c3d"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 16 dim: 16 } } }
+layer { name: "conv1a" type: "Convolution3D" bottom: "data" top: "conv1a"
+  convolution3d_param { num_output: 4 kernel_size: 3 kernel_depth: 3 pad: 1 temporal_pad: 1 } }
+layer { name: "conv2a" type: "Convolution3D" bottom: "conv1a" top: "conv2a"
+  convolution3d_param { num_output: 2 kernel_size: 3 kernel_depth: 3 pad: 1 temporal_pad: 1 } }
+"""
+
+
+def c3d_mutations(rng) -> list[tuple[str, bytes | None]]:
+    """A tiny C3D-v1.0 model (tests/wire.py) damaged byte-wise, and made wrong field by field:
+    NaN / inf weights, absurd or zero dims, a blob without data, fields of the wrong wire type."""
+    from tests.wire import ld, v10_blob, vi
+    w1 = rng.normal(0, 0.1, (4, 3, 3, 3, 3)).astype(np.float32)
+    w2 = rng.normal(0, 0.1, (2, 4, 3, 3, 3)).astype(np.float32)
+    b1, b2 = np.ones((1, 1, 1, 1, 4), np.float32), np.zeros((1, 1, 1, 1, 2), np.float32)
+
+    def layer(name: bytes, kind: bytes, blobs: list[bytes]) -> bytes:   # kind: the encoded type field
+        return ld(2, ld(4, name) + kind + b"".join(ld(6, b) for b in blobs))
+
+    def net(conv1a=None, kind=vi(5, 30)):
+        """The model; ``conv1a``: its first blob (encoded) in place of the weights."""
+        return (ld(1, b"c3d") + layer(b"conv1a", kind, [conv1a or v10_blob(w1), v10_blob(b1)])
+                + layer(b"relu1a", vi(5, 18), []) + layer(b"conv2a", vi(5, 30), [v10_blob(w2), v10_blob(b2)]))
+    nan, inf = w1.copy(), w1.copy()
+    nan[1, 2, 0, 1, 2], inf[0, 0, 0, 0, 0] = np.nan, -np.inf
+    dims = b"".join(vi(f, d) for f, d in zip((1, 2, 3, 4, 5), (4, 3, 3, 3, 3)))
+    big = b"".join(vi(f, d) for f, d in zip((1, 2, 3, 4, 5), (2**31 - 1, 2**31 - 1, 2**31 - 1, 3, 3)))
+    crafted = [("nan", net(v10_blob(nan))), ("inf", net(v10_blob(inf))),
+               ("absurd_dims", net(big + ld(6, w1.tobytes()))),
+               ("zero_dim", net(vi(1, 4) + vi(2, 0) + vi(3, 3) + vi(4, 3) + vi(5, 3))),
+               ("no_data", net(dims)), ("short_data", net(dims + ld(6, w1.tobytes()[:-4]))),
+               ("dims_as_bytes", net(ld(1, b"\4") + ld(6, w1.tobytes()))),
+               ("data_as_varint", net(dims + vi(6, 7))), ("type_as_text", net(kind=ld(5, b"CONVOLUTION3D")))]
+    return byte_mutations(net(), rng) + crafted
+
+
+def test_fuzz_c3d_models_and_means(tmp_path):
+    """tools.convert_c3d on damaged C3D-v1.0 models: a clear error, or weights that fit the
+    net and are all finite; the mean reader on damaged means: its error naming the file, or
+    a finite mean."""
+    from models.c3d_convert import C3DFormatError, read_v1_mean
+    from models.validate import load_net, validate_weights
+    from tests.wire import v10_blob
+    (tmp_path / "net.prototxt").write_text(C3D_NET)
+    rng = np.random.default_rng(17)
+    for name, data in c3d_mutations(rng):
+        f, out = tmp_path / "c3d_model", tmp_path / "out.caffemodel"
+        place(f, data)
+        out.unlink(missing_ok=True)
+        r = run([sys.executable, "-m", "tools.convert_c3d", str(f), "-o", str(out), "--net",
+                 str(tmp_path / "net.prototxt")], tmp_path)
+        clear(r, f"c3d/{name}")
+        if r.returncode == 0:
+            try:
+                validate_weights(out, load_net(tmp_path / "net.prototxt"), "net.prototxt")
+            except ValueError as e:
+                pytest.fail(f"c3d/{name}: exit 0 with unusable weights: {e}")
+        else:
+            assert str(f) in r.stderr, f"c3d/{name}: the error must name the file: {r.stderr}"
+    mean = rng.uniform(0, 255, (1, 3, 8, 6, 7)).astype(np.float32)
+    _reader_fuzz(v10_blob(mean), rng, lambda f: finite_mean(read_v1_mean(f)), C3DFormatError, tmp_path,
+                 ".binaryproto")
+
+
+def finite_mean(m: np.ndarray) -> np.ndarray:
+    assert m.ndim == 4 and np.isfinite(m).all(), m.shape
+    return m

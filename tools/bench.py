@@ -455,8 +455,9 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     res = measure(net_path, shape, a.iters, a.out, not a.no_data, batches)
     md = report(res, a.iters)
-    (a.out / "bench.md").write_text("\n".join(md) + "\n")
-    (a.out / "bench.json").write_text(json.dumps(res, indent=2, default=str))
+    with cli.writing(a.out):
+        (a.out / "bench.md").write_text("\n".join(md) + "\n")
+        (a.out / "bench.json").write_text(json.dumps(res, indent=2, default=str))
     print("\n".join(md[:md.index("Per-layer forward times (Caffe, ms):")]))
     print(f"[bench] written {a.out / 'bench.md'}")
     return 0

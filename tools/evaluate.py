@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.clips import ClipSource, parse_params
+from data_prep.clips import ClipSource, check_labels, parse_params
 from models import cli, metrics, preflight, shapes, validate
 from models.engine import caffe
 from models.paths import PROTOTXT, RUNS, resolve_weights, user_path
@@ -212,6 +212,8 @@ def evaluate(net_key=None, weights=None, deploy=None, train_val=None, db=None, p
     net = None if teacher else DeployNet(deploy, weights, pad=protocol == "full", allow_missing=allow_missing)
     n = src.n if clips is None else min(clips, src.n)
     scores = Scores(params["task"], k or (net.net.blobs[net.out].data.shape[1] if net else 1))
+    if params["task"] == "seg":   # class ids the net does not predict would go unscored
+        check_labels(src.db, scores.conf.k, scores.conf.ignore, deploy)
     pics, t0 = [], time.time()
     from tqdm import tqdm
     for j in tqdm(range(n), desc=f"evaluate {name}", disable=quiet or not sys.stderr.isatty()):
@@ -223,9 +225,10 @@ def evaluate(net_key=None, weights=None, deploy=None, train_val=None, db=None, p
            "clips": n, "weights": str(weights) if weights else None, "deploy": str(deploy),
            "seconds": round(time.time() - t0, 1), **scores.result(),
            **_paper(name, params["task"], src.db_path)}
-    res["pictures"] = draw(pics, src, out)
-    (out / "results.json").write_text(json.dumps(res, indent=2))
-    (out / "results.md").write_text(row_markdown(res) + "\n")
+    with cli.writing(out):
+        res["pictures"] = draw(pics, src, out)
+        (out / "results.json").write_text(json.dumps(res, indent=2))
+        (out / "results.md").write_text(row_markdown(res) + "\n")
     return res
 
 

@@ -107,7 +107,8 @@ def predict(net_key=None, weights=None, deploy=None, train_val=None, video=None,
     vids = load_frames(video, frames, size)
     result = run_clips(net, prep, vids, clip_starts(len(vids), length, stride or length))
     out = Path(out) if out else RUNS / "predict" / Path(video or frames).stem
-    write_outputs(out, prep.task, vids, result, fps)
+    with cli.writing(out):
+        write_outputs(out, prep.task, vids, result, fps)
     return out
 
 

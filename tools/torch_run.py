@@ -115,7 +115,8 @@ def main(argv=None) -> int:
         print(f"  {k}: {v.shape} mean {v.mean():.4g}")
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(a.out, **arrays)
+        with cli.writing(a.out):
+            np.savez(a.out, **arrays)
         print(f"[torch_run] wrote {a.out}")
     return 0
 

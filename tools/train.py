@@ -46,9 +46,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import errno
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -58,6 +60,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
+from data_prep.clips import check_net_labels
 from models import cli, preflight, validate
 from models.engine import caffe, gpu_unavailable_reason, pb2, use_gpu
 from models.gpu import GpuUnavailable
@@ -149,10 +152,13 @@ def prepare(solver_path: Path, out, max_iter=None, snapshot=None) -> Run:
               int(os.environ.get("RANK", "0")) == 0)
     if run.main:
         run.lock = hold(out, "run folder")   # before anything is written: one run per folder
-        (out / "snapshots").mkdir(parents=True, exist_ok=True)
-        run.eff.write_text(f"# effective solver written by tools.train from {solver_path}\n"
-                           + text_format.MessageToString(sp))
+        with cli.writing(out):
+            (out / "snapshots").mkdir(parents=True, exist_ok=True)
+            run.eff.write_text(f"# effective solver written by tools.train from {solver_path}\n"
+                               + text_format.MessageToString(sp))
         validate.validate_solver_file(run.eff)
+    for net_path, phase in validate.solver_nets(sp):
+        check_net_labels(net_path, phase)   # class ids the net does not predict: before any step
     return run
 
 
@@ -266,6 +272,8 @@ class CaffeEngine:
         return self.solver.iter
 
     def step(self) -> float:
+        if self.sp.snapshot and (self.iter + 1) % self.sp.snapshot == 0:
+            self.check_room()   # this step snapshots
         self.solver.step(1)
         net = self.solver.net
         return float(sum(float(net.blobs[b].data.sum()) for b in net.outputs
@@ -283,7 +291,21 @@ class CaffeEngine:
         return {k: v / n for k, v in acc.items()}
 
     def snapshot(self) -> None:
+        self.check_room()
         self.solver.snapshot()
+
+    def check_room(self) -> None:
+        """Caffe aborts (a glog CHECK) when it cannot write a snapshot: an OSError naming the
+        folder instead, when it is not writable or has less room than a snapshot takes (the
+        weights and up to two history values per weight, 4 bytes each)."""
+        folder = Path(self.sp.snapshot_prefix).parent
+        need = 12 * sum(b.data.size for blobs in self.solver.net.params.values() for b in blobs)
+        if not os.access(folder, os.W_OK):
+            raise OSError(errno.EACCES, "not writable: Caffe cannot write its snapshots here", str(folder))
+        free = shutil.disk_usage(folder).free
+        if free < need:
+            raise OSError(errno.ENOSPC, f"No space left on device for a snapshot ({need >> 20} MiB "
+                                        f"needed, {free >> 20} MiB free)", str(folder))
 
     def param_names(self) -> set[str]:
         return set(self.solver.net.params.keys())
@@ -557,11 +579,12 @@ def train(solver_path, weights=None, out=None, max_iter=None, snapshot=None, fre
     t0 = time.time()
     run = prepare(find_solver(solver_path), out, max_iter, snapshot)
     try:
-        rec = Recorder(run, quiet, log_every)
-        eng = begin(engine, run, rec, fresh, weights, options or {})
-        rec.start(eng.iter)
-        last, sig = loop(eng, run, rec)
-        return finish(eng, run, rec, last, sig, t0)
+        with cli.writing(run.out):   # logs, curve, snapshots: a failed write names the run folder
+            rec = Recorder(run, quiet, log_every)
+            eng = begin(engine, run, rec, fresh, weights, options or {})
+            rec.start(eng.iter)
+            last, sig = loop(eng, run, rec)
+            return finish(eng, run, rec, last, sig, t0)
     finally:
         run.release()
 
@@ -590,7 +613,8 @@ def sintel_3fold(weights, out=None, max_iter=None, clips=None, quiet=False, engi
            "truth": "ground truth (Sintel)",
            "epe": err / max(pix, 1), "pixels": pix, "paper": SINTEL_3FOLD.value, "folds": folds}
     results.mkdir(parents=True, exist_ok=True)
-    (results / "results.json").write_text(json.dumps(res, indent=2))
+    with cli.writing(results / "results.json"):
+        (results / "results.json").write_text(json.dumps(res, indent=2))
     if not quiet:
         print(f"[train] Sintel 3-fold: EPE {res['epe']:.3f} (paper {res['paper']}); per fold "
               + ", ".join(f"{f['epe']:.3f}" for f in folds))
