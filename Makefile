@@ -35,7 +35,7 @@ setup-cuda:
 setup-cpu:
 	@bash engine/setup.sh --cpu --with-torch --dev
 
-demo: setup
+demo: setup-torch
 	$(PY) -m tools.demo
 
 test: setup-dev

@@ -1,7 +1,6 @@
 """A shortened `make demo`: the real pipeline (synthetic downloads → dataset tools → full-width
-V2V trained with real Caffe → evaluation), asserting that the trained nets beat the simple
-baselines: the majority class by a clear margin and the training mean flow (zero flow is
-reported: the short flow schedule beats it in most runs, not all)."""
+V2V trained with real Caffe → evaluation), asserting the margins the report states, with
+the shortened run's flow margin (0.85× zero flow; a full run claims 0.75×)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+
+from tools import demo_report
 
 
 @pytest.mark.slow
@@ -18,18 +19,21 @@ def test_shortened_demo_beats_baselines(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
-    seg, flow, base = res["seg_v2v_0"]["eval"], res["flow_v2v"]["eval"], res["baselines"]
-    print(f"\n[demo] seg pixel acc {seg['pixel_accuracy']:.1f} % vs majority "
-          f"{base['majority_pixel_accuracy']:.1f} %; flow EPE {flow['epe']:.3f} vs zero "
-          f"{base['zero_flow_epe']:.3f} / mean {base['mean_flow_epe']:.3f}")
-    assert seg["pixel_accuracy"] > base["majority_pixel_accuracy"] + 10
-    # Flow beats the training-mean predictor in every run seen; against zero flow the short
-    # schedule is not reliable (EPE 0.848 in three runs, 0.927 and 0.932 vs 0.922 in two more: 2-thread
-    # BLAS sums make runs differ), so zero flow is reported, not asserted.
-    assert flow["epe"] < base["mean_flow_epe"]
+    print("\n" + "\n".join(demo_report.baseline_rows(res)))
+    failed = [claim for claim, ok in demo_report.checks(res, flow_ratio=0.85) if not ok]
+    assert not failed, failed
+    flow = res["flow_v2v"]
+    # the demo's own prediction loop and tools.evaluate score the same clips the same way
+    assert flow["scores"]["v2v_vs_teacher"] == pytest.approx(flow["eval"]["epe"], rel=1e-6)
+    assert res["color_v2v"]["scores"]["v2v_ade"] <= res["color_v2v"]["eval"]["ade"] + 1e-9
+    assert flow["onnx"]["max_rel_diff_vs_caffe"] <= 1e-4
+    assert flow["speed"]["v2v_ms_per_frame"] > 0 and flow["speed"]["brox_ms_per_frame"] > 0
     report = (out / "README.md").read_text()
-    assert "Table 1" in report and "Table 2" in report and "majority class" in report
-    for f in ("seg_v2v_0/curve.png", "flow_v2v/curve.png", "seg_v2v_0/eval/clip0000.png",
-              "flow_v2v/eval/clip0000.gif"):
-        assert (out / f).stat().st_size > 1000, f
+    for text in ("Table 1", "Table 2", "Colorization", "majority class", "zero flow",
+                 "mean colour per luma", "ms per frame", "onnxruntime", "| stage | seconds |"):
+        assert text in report, text
+    for key in ("seg_v2v_0", "flow_v2v", "color_v2v"):
+        for f in ("curve.png", "pictures.png", "pictures.gif"):
+            assert (out / key / f).stat().st_size > 1000, f"{key}/{f}"
+            assert f"{key}/{f}" in report
     assert str(out) in r.stdout  # the path is printed

@@ -320,7 +320,8 @@ def main(argv=None) -> int:
         shape = _dims(a.shape) if a.shape else None
         net = build_net(deploy, a.weights, shape)
         out = a.onnx or RUNS / "export" / f"{deploy.stem.removesuffix('_deploy')}.onnx"
-        export_net(net, out, a.opset)
+        with cli.writing(out):
+            export_net(net, out, a.opset)
     except (ValueError, OSError, ImportError) as e:  # ValidationError, ExportError, TorchMissing
         print(f"error: {e}", file=sys.stderr)
         return 2
