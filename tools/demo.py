@@ -101,10 +101,10 @@ def write_ucf_like(root: Path, split: str, scenes, truth: dict | None = None) ->
 DEMO_CHOICES = ("demo-only choices for a schedule of a few hundred iterations: MSRA weight "
                 "fillers and bias 0 (the paper's gaussian 0.01 / bias 1 start far too slowly), "
                 "the prediction layer started near zero (gaussian 0.001; colour: its bias at the "
-                "training set's mean RGB value), the Adam solver (lr 1e-4; colour 3e-4); flow: "
-                "targets in pixels (alpha = 1 instead of 15: the demo's flows are 0-2 px), no "
-                "mirroring (the demo's object classes move with their own velocities); the "
-                "architecture is the one in prototxt/")
+                "training set's mean RGB value), the Adam solver (lr 1e-4; colour 3e-4); flow "
+                "targets in pixels (alpha = 1 instead of 15: the demo's flows are 0-2 px); no "
+                "mirroring for flow and colour (the demo's classes move with their own "
+                "velocities); the architecture is the one in prototxt/")
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class Task:
 
 TASKS = (Task("seg_v2v_0", "gatech", "gatech_mean.npy"),
          Task("flow_v2v", "ucf101_flow", "ucf101_flow_mean.npy", (("flow_scale", 1.0),), (("mirror", False),)),
-         Task("color_v2v", "ucf101_color", "ucf101_color_mean.npy", lr=3e-4))
+         Task("color_v2v", "ucf101_color", "ucf101_color_mean.npy", (), (("mirror", False),), lr=3e-4))
 
 
 def demo_net_text(net_text: str, db_root: Path, mean: Path | None, data: dict,
@@ -192,22 +192,6 @@ def demo_solver(iters: int, base_lr: float = 1e-4) -> dict:
                 snapshot=max(50, iters // 2), test_iter=2, test_interval=max(1, iters // 4))
 
 
-def majority_baseline(train_db: Path, preds) -> dict:
-    """The training set's most frequent class, predicted everywhere: pixel accuracy (%)."""
-    from data_prep.db import ClipDB
-    from models.metrics import Confusion
-    tr = ClipDB(train_db)
-    hist = np.zeros(256, np.int64)
-    for i in range(len(tr)):
-        hist += np.bincount(tr[i]["label"].ravel(), minlength=256)
-    hist[255] = 0
-    major = int(hist.argmax())
-    conf = Confusion(CLASSES)
-    for p in preds:
-        conf.add(p["y"][0].astype(np.int64), np.full(p["y"][0].shape, major))
-    return {"majority_class": major, "majority_pixel_accuracy": 100 * conf.pixel_accuracy()}
-
-
 def make_databases(raw: Path, db: Path, log, quiet: bool) -> None:
     """The clip databases and training means of the synthetic downloads in ``raw``, built
     into ``db`` with the real dataset tools (training clips overlap: stride 2 or 4)."""
@@ -246,7 +230,7 @@ def evaluate_task(out: Path, db: Path, task: Task, files, weights: Path, true_fl
     r["net"], r["paper"] = f"{task.key} (demo)", None  # synthetic data: no paper number applies
     preds = rep.predictions(dep, tv, weights, true_flow if r["task"] == "flow" else None)
     train_db = db / task.dataset / "train"
-    scores = {"seg": lambda: majority_baseline(train_db, preds),
+    scores = {"seg": lambda: rep.majority_scores(preds, train_db, CLASSES),
               "flow": lambda: rep.flow_scores(preds, train_db),
               "color": lambda: rep.color_scores(preds, train_db)}[r["task"]]()
     res = {"eval": r, "scores": scores, "pictures": rep.picture_rows(r["task"], preds, out / task.key)}
@@ -269,17 +253,17 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=RUNS / "demo")
-    ap.add_argument("--seg-iters", type=int, default=300)
-    ap.add_argument("--flow-iters", type=int, default=500)
-    ap.add_argument("--color-iters", type=int, default=300)
+    ap.add_argument("--seg-iters", type=int, default=250)
+    ap.add_argument("--flow-iters", type=int, default=350)
+    ap.add_argument("--color-iters", type=int, default=600)
     ap.add_argument("--videos", type=int, default=12, help="training videos per dataset")
     ap.add_argument("--quick", action="store_true",
-                    help="shorter run (the test): 150 + 300 + 150 iterations")
+                    help="shorter run (the test): 150 + 200 + 450 iterations")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     if a.quick:
-        a.seg_iters, a.flow_iters, a.color_iters = (min(a.seg_iters, 150), min(a.flow_iters, 300),
-                                                    min(a.color_iters, 150))
+        a.seg_iters, a.flow_iters, a.color_iters = (min(a.seg_iters, 150), min(a.flow_iters, 200),
+                                                    min(a.color_iters, 450))
     return a
 
 

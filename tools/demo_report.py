@@ -3,9 +3,9 @@
 - ``predictions``: every test clip of a demo net through Caffe's deploy net, with the
   inputs, the database's target (GATECH labels, Brox teacher flow, RGB) and, for flow, the
   true synthetic flow of the same voxels;
-- ``flow_scores``, ``color_scores``: V2V against the baselines (zero flow and the training
-  mean flow against both truths; the gray frame as RGB and the training set's mean colour
-  per luma);
+- ``majority_scores``, ``flow_scores``, ``color_scores``: V2V and the baselines (the
+  majority class; zero flow and the training mean flow, against both truths; the gray
+  frame as RGB and the training set's mean colour per luma);
 - ``picture_rows``: per task one row per test clip, input | truth | (teacher) | V2V, as a
   PNG (middle frame) and a GIF over the clip's frames;
 - ``speed``: V2V's inference (Caffe deploy net, this CPU) against the Brox teacher on the
@@ -42,6 +42,20 @@ def predictions(deploy: Path, train_val: Path, weights: Path, true_flow: dict | 
     return out
 
 
+def majority_scores(preds, train_db: Path, classes: int) -> dict:
+    """The training set's most frequent class, predicted everywhere: pixel accuracy (%)."""
+    tr = ClipDB(train_db)
+    hist = np.zeros(256, np.int64)
+    for i in range(len(tr)):
+        hist += np.bincount(tr[i]["label"].ravel(), minlength=256)
+    hist[255] = 0
+    major = int(hist.argmax())
+    conf = metrics.Confusion(classes)
+    for p in preds:
+        conf.add(p["y"][0].astype(np.int64), np.full(p["y"][0].shape, major))
+    return {"majority_class": major, "majority_pixel_accuracy": 100 * conf.pixel_accuracy()}
+
+
 def mean_epe(preds, target: str, of=lambda p: p["pred"]) -> float:
     s = n = 0.0
     for p in preds:
@@ -74,8 +88,8 @@ def luma_colour_table(train_db: Path) -> np.ndarray:
     db = ClipDB(train_db)
     s, n = np.zeros((256, 3)), np.zeros(256)
     for i in range(len(db)):
-        f = db[i]["frames"].reshape(3, -1).astype(np.float64)
-        g = np.clip(np.rint(np.tensordot(LUMA, f, axes=(0, 0))), 0, 255).astype(int)
+        fr = db[i]["frames"]
+        f, g = fr.reshape(3, -1).astype(np.float64), luma_index(fr).ravel()
         for c in range(3):
             s[:, c] += np.bincount(g, f[c], minlength=256)
         n += np.bincount(g, minlength=256)
@@ -86,6 +100,11 @@ def luma_colour_table(train_db: Path) -> np.ndarray:
 def gray_of(frames: np.ndarray) -> np.ndarray:
     """(3,L,h,w) uint8 RGB -> (L,h,w) luma, the colour net's input before the mean."""
     return np.tensordot(LUMA, frames.astype(np.float32), axes=(0, 0))
+
+
+def luma_index(frames: np.ndarray) -> np.ndarray:
+    """The gray level 0..255 of every pixel of (3,L,h,w) uint8 RGB frames."""
+    return np.clip(np.rint(gray_of(frames)), 0, 255).astype(int)
 
 
 def color_scores(preds, train_db: Path) -> dict:
@@ -99,7 +118,7 @@ def color_scores(preds, train_db: Path) -> dict:
             s, n = s + a, n + b
         return s / n
     gray = lambda p: np.repeat(gray_of(p["frames"])[None] / 255.0, 3, 0)  # noqa: E731
-    by_luma = lambda p: table[np.clip(np.rint(gray_of(p["frames"])), 0, 255).astype(int)].transpose(3, 0, 1, 2)  # noqa: E731
+    by_luma = lambda p: table[luma_index(p["frames"])].transpose(3, 0, 1, 2)  # noqa: E731
     return {"v2v_ade": ade(lambda p: np.clip(p["pred"], 0, 1)), "gray_ade": ade(gray),
             "luma_mean_ade": ade(by_luma)}
 
