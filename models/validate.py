@@ -13,6 +13,9 @@ Errors are ``ValidationError`` (a ValueError) whose message starts with the file
 from __future__ import annotations
 
 import difflib
+import errno
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -194,11 +197,29 @@ def validate_solver_file(path, check_nets: bool = True):
     return s
 
 
-def ensure_snapshot_dir(solver) -> None:
+def ensure_snapshot_dir(solver, train_net=None) -> None:
     """Caffe aborts when the snapshot_prefix folder is missing; make it (relative to the
-    current directory, as Caffe reads it)."""
+    current directory, as Caffe reads it), and check it has room for a snapshot of
+    ``train_net`` (a path) when given."""
     if solver.snapshot_prefix:
-        Path(solver.snapshot_prefix).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(solver.snapshot_prefix).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        if train_net:
+            infos = validate_net(load_net(train_net), train_net, "TRAIN")
+            check_snapshot_room(folder, sum(i.params or 0 for i in infos))
+
+
+def check_snapshot_room(folder: Path, n_params: int) -> None:
+    """Caffe aborts (a glog CHECK) when it cannot write a snapshot: an OSError naming the
+    folder instead, when it is not writable or has less room than one snapshot takes (the
+    weights and up to two history values per weight, 4 bytes each)."""
+    need = 12 * n_params
+    if not os.access(folder, os.W_OK):
+        raise OSError(errno.EACCES, "not writable: Caffe cannot write its snapshots here", str(folder))
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"No space left on device for a snapshot ({need >> 20} MiB "
+                                    f"needed, {free >> 20} MiB free)", str(folder))
 
 
 # --------------------------------------------------------------------------- weights
@@ -322,7 +343,7 @@ def check_caffe_command(argv: list[str]) -> None:
             net = load_net(train_path)
             for w in f["weights"].split(","):
                 validate_weights(w, net, train_path)
-        ensure_snapshot_dir(solver)
+        ensure_snapshot_dir(solver, train_path)
     elif cmd in ("test", "time"):
         if "model" not in f:
             raise ValidationError(f"caffe {cmd} needs -model NET.prototxt")

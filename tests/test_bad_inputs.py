@@ -15,6 +15,7 @@ from data_prep import db as cdb
 from data_prep.c3dbin import BinError, read_c3d_bin, write_c3d_bin
 from data_prep.flo import FloError, read_flo, write_flo
 from data_prep.gatech import load_label, parse_label_map
+from models import cli, validate
 from tests.data_fixtures import run_tool
 
 
@@ -230,7 +231,6 @@ def test_a_failed_write_names_the_run_or_evaluation_folder(seg_run, tmp_path, mo
     import errno
     from pathlib import Path
 
-    from models import cli
     from tools import evaluate, train
 
     def full(*args, **kwargs):
@@ -255,8 +255,25 @@ def test_caffe_snapshots_are_not_tried_without_room(seg_run, tmp_path, monkeypat
 
     from tools import train
     _, _, solver = seg_run(8)
-    monkeypatch.setattr(train.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 0))
+    monkeypatch.setattr(validate.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 0))
     assert train.main(["--solver", str(solver), "--out", str(tmp_path / "run"), "--quiet", "--snapshot", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: {tmp_path / 'run' / 'snapshots'}: No space left on device for a snapshot"), err
     assert not list((tmp_path / "run" / "snapshots").iterdir())
+
+
+def test_caffe_wrapper_checks_snapshot_room_first(seg_run, tmp_path, monkeypatch):
+    """`caffe train` through the wrapper: no room for a snapshot is one OSError naming the
+    snapshot folder (cli.run prints it as one line), before Caffe could abort on it."""
+    import shutil
+
+    from models import caffe_cli
+    _, _, solver = seg_run(8)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(validate.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 0))
+    with pytest.raises(OSError) as e:
+        caffe_cli.prepare(["train", "-solver", str(solver)])
+    assert e.value.filename and "No space left on device for a snapshot" in cli.os_error(e.value)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert caffe_cli.prepare(["train", "-solver", str(solver)])[0] == "train"

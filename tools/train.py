@@ -46,11 +46,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import errno
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -295,17 +293,9 @@ class CaffeEngine:
         self.solver.snapshot()
 
     def check_room(self) -> None:
-        """Caffe aborts (a glog CHECK) when it cannot write a snapshot: an OSError naming the
-        folder instead, when it is not writable or has less room than a snapshot takes (the
-        weights and up to two history values per weight, 4 bytes each)."""
-        folder = Path(self.sp.snapshot_prefix).parent
-        need = 12 * sum(b.data.size for blobs in self.solver.net.params.values() for b in blobs)
-        if not os.access(folder, os.W_OK):
-            raise OSError(errno.EACCES, "not writable: Caffe cannot write its snapshots here", str(folder))
-        free = shutil.disk_usage(folder).free
-        if free < need:
-            raise OSError(errno.ENOSPC, f"No space left on device for a snapshot ({need >> 20} MiB "
-                                        f"needed, {free >> 20} MiB free)", str(folder))
+        """Room for a snapshot in the snapshot folder, or an OSError naming it (Caffe would abort)."""
+        validate.check_snapshot_room(Path(self.sp.snapshot_prefix).parent,
+                                     sum(b.data.size for blobs in self.solver.net.params.values() for b in blobs))
 
     def param_names(self) -> set[str]:
         return set(self.solver.net.params.keys())
