@@ -29,6 +29,11 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # gray = Rec. 601 luma of RGB
 LUMA = np.array(LUMA_WEIGHTS, np.float32)
 
 
+def gray(frames: np.ndarray) -> np.ndarray:
+    """(3, ...) RGB -> (...) float32 luma: the colour task's input before the mean."""
+    return np.tensordot(LUMA, frames.astype(np.float32, copy=False), axes=(0, 0))
+
+
 def _decode(params: str | dict) -> dict:
     if isinstance(params, dict):
         return params
@@ -214,7 +219,7 @@ class ClipPrep:
         mirrored if ``flip``. t0: where the clip starts in its stored clip (for the mean)."""
         f = self._crop(frames, y0, x0).astype(np.float32)
         if self.task == "color":
-            x = np.tensordot(LUMA, f, axes=(0, 0))[None]
+            x = gray(f)[None]
         else:
             x = f[::-1] if self.channels == "bgr" else f
         if self.mean is not None:

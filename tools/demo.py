@@ -223,19 +223,20 @@ def train_net(out: Path, key: str, solver: Path, log, quiet: bool) -> dict:
 def evaluate_task(out: Path, db: Path, task: Task, files, weights: Path, true_flow) -> dict:
     """tools.evaluate's row, then V2V and the baselines on the same test clips, pictures."""
     from tools import demo_report as rep
-    from tools.evaluate import evaluate
+    from tools.evaluate import DeployNet, evaluate
     tv, dep, _ = files
     r = evaluate(deploy=dep, train_val=tv, weights=weights, out=out / task.key / "eval",
                  quiet=True, pictures=0)
     r["net"], r["paper"] = f"{task.key} (demo)", None  # synthetic data: no paper number applies
-    preds = rep.predictions(dep, tv, weights, true_flow if r["task"] == "flow" else None)
+    net = DeployNet(dep, weights)
+    preds = rep.predictions(net, tv, true_flow if r["task"] == "flow" else None)
     train_db = db / task.dataset / "train"
     scores = {"seg": lambda: rep.majority_scores(preds, train_db, CLASSES),
               "flow": lambda: rep.flow_scores(preds, train_db),
               "color": lambda: rep.color_scores(preds, train_db)}[r["task"]]()
     res = {"eval": r, "scores": scores, "pictures": rep.picture_rows(r["task"], preds, out / task.key)}
     if r["task"] == "flow":
-        res["speed"] = rep.speed(dep, weights, preds)
+        res["speed"] = rep.speed(net, preds)
         res["onnx"] = onnx_check(out / task.key, dep, weights, preds[0]["x"], preds[0]["pred"])
     return res
 

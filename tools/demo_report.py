@@ -19,16 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.clips import LUMA
+from data_prep.clips import gray
 from data_prep.db import ClipDB
 from models import metrics
 
 
-def predictions(deploy: Path, train_val: Path, weights: Path, true_flow: dict | None = None) -> list[dict]:
-    """[{frames (3,L,h,w) uint8, x, y, pred[, truth]}] for every test clip, centre crops."""
-    from tools.evaluate import DeployNet, eval_source, test_data_params
+def predictions(net, train_val: Path, true_flow: dict | None = None) -> list[dict]:
+    """[{frames (3,L,h,w) uint8, x, y, pred[, truth]}] for every test clip, centre crops,
+    through ``net`` (a tools.evaluate.DeployNet)."""
+    from tools.evaluate import eval_source, test_data_params
     src = eval_source(test_data_params(train_val), "release")
-    net = DeployNet(deploy, weights)
     out = []
     for j in range(src.n):
         x, y = src.clip(j)
@@ -97,14 +97,9 @@ def luma_colour_table(train_db: Path) -> np.ndarray:
     return np.where(n[:, None] > 0, s / np.maximum(n, 1)[:, None], mean) / 255.0
 
 
-def gray_of(frames: np.ndarray) -> np.ndarray:
-    """(3,L,h,w) uint8 RGB -> (L,h,w) luma, the colour net's input before the mean."""
-    return np.tensordot(LUMA, frames.astype(np.float32), axes=(0, 0))
-
-
 def luma_index(frames: np.ndarray) -> np.ndarray:
     """The gray level 0..255 of every pixel of (3,L,h,w) uint8 RGB frames."""
-    return np.clip(np.rint(gray_of(frames)), 0, 255).astype(int)
+    return np.clip(np.rint(gray(frames)), 0, 255).astype(int)
 
 
 def color_scores(preds, train_db: Path) -> dict:
@@ -117,9 +112,9 @@ def color_scores(preds, train_db: Path) -> dict:
             a, b = metrics.ade_sum(of(p), p["y"])
             s, n = s + a, n + b
         return s / n
-    gray = lambda p: np.repeat(gray_of(p["frames"])[None] / 255.0, 3, 0)  # noqa: E731
+    gray_rgb = lambda p: np.repeat(gray(p["frames"])[None] / 255.0, 3, 0)  # noqa: E731
     by_luma = lambda p: table[luma_index(p["frames"])].transpose(3, 0, 1, 2)  # noqa: E731
-    return {"v2v_ade": ade(lambda p: np.clip(p["pred"], 0, 1)), "gray_ade": ade(gray),
+    return {"v2v_ade": ade(lambda p: np.clip(p["pred"], 0, 1)), "gray_ade": ade(gray_rgb),
             "luma_mean_ade": ade(by_luma)}
 
 
@@ -135,7 +130,7 @@ def _panels(task: str, p: dict, t: int) -> tuple[list, list[str]]:
         fl = [flow_to_color(p[k][:, t].transpose(1, 2, 0), m) for k in ("truth", "y", "pred")]
         return [fr[t], *fl], ["input", "truth", "teacher", "V2V"]
     rgb = [np.clip(a[:, t].transpose(1, 2, 0), 0, 1) for a in (p["y"], p["pred"])]
-    return [gray_of(p["frames"])[t], *rgb], ["gray", "truth", "V2V"]
+    return [gray(p["frames"])[t], *rgb], ["gray", "truth", "V2V"]
 
 
 def picture_rows(task: str, preds, out: Path) -> list[str]:
@@ -155,13 +150,11 @@ def picture_rows(task: str, preds, out: Path) -> list[str]:
     return [str(png), str(gif)]
 
 
-def speed(deploy: Path, weights: Path, preds, repeats: int = 2) -> dict:
-    """Milliseconds per frame: V2V (Caffe deploy net on this CPU, one clip at a time) and the
-    Brox teacher (data_prep.teacher, one frame pair at a time) on the same test clips."""
+def speed(net, preds, repeats: int = 2) -> dict:
+    """Milliseconds per frame: V2V (``net``, a Caffe DeployNet on this CPU, one clip at a
+    time) and the Brox teacher (data_prep.teacher, one frame pair at a time) on the same
+    test clips (``preds`` ran the net once already: it is warm)."""
     from data_prep.teacher import brox_flow
-    from tools.evaluate import DeployNet
-    net = DeployNet(deploy, weights)
-    net(preds[0]["x"])  # warm up
     t0 = time.perf_counter()
     for _ in range(repeats):
         for p in preds:
