@@ -29,3 +29,12 @@ def test_classes_differ_in_colour():
         for b in cs:
             if a < b:
                 assert np.abs(means[a] - means[b]).max() > 30
+
+
+def test_foreground_classes_come_in_turn():
+    rng = np.random.default_rng(0)
+    counts = np.zeros(4, int)
+    for _ in range(12):
+        s = make_scene(rng, frames=1, height=96, width=96, classes=4, objects=3)
+        counts += np.bincount(s.labels.ravel(), minlength=4) > 0
+    assert counts[1:].min() >= 11, counts  # 3 objects, 3 foreground classes: each in (nearly) every scene
