@@ -48,7 +48,7 @@ def read_split_list(path) -> list[str]:
     """Relative video paths from a trainlistNN/testlistNN file (class index column ignored)."""
     path = Path(path)
     if not path.is_file():
-        raise SystemExit(f"error: split list {path} not found")
+        raise SystemExit(f"error: split list {path} " + ("is a folder, not a file" if path.is_dir() else "not found"))
     out = []
     for line in path.read_text().splitlines():
         line = line.strip()
@@ -61,7 +61,7 @@ def resolve_videos(root: Path, rels: list[str]) -> list[tuple[str, Path | None]]
     """(name from the list, file) pairs; case-insensitive match under root; None if absent."""
     index = {}
     for p in root.rglob("*"):
-        if p.suffix.lower() in (".avi", ".mp4", ".mkv", ".mov") and p.is_file():
+        if p.suffix.lower() in (".avi", ".mp4", ".mkv", ".mov"):  # folders too: work_video names them
             index[p.relative_to(root).as_posix().lower()] = p
             index.setdefault(p.name.lower(), p)
     out = []
@@ -80,6 +80,8 @@ def work_video(item: str, path, task: str, length: int, stride: int, height: int
                teacher_params=TEACHER, gpu: bool = False):
     if path is None:
         raise FileNotFoundError(f"{item}: listed in the split file but not found under --root")
+    if not Path(path).is_file():
+        raise IsADirectoryError(f"{path}: a folder, not a video file")
     frames = decode_video(path, height, width)
     starts = clip_starts(len(frames), length, stride, need_next=(task == "flow"))
     if not starts:

@@ -312,9 +312,9 @@ def convert_model(src, dst, net=None, keep_all: bool = False) -> list[LayerRepor
         shapes_in = [b.shape for b in layer.blobs]
         tb = target_blobs(layer)
         if tb is None:
-            reports.append(LayerReport(layer.name, layer.type_name, "skipped", shapes_in,
-                                       "layer type not converted"))
-            continue
+            raise C3DFormatError(f"{src}: layer '{layer.name}' has {len(layer.blobs)} weight blob(s) "
+                                 f"{shapes_in} but its type is {layer.type_name}, which has none in "
+                                 "C3D-v1.0: the file is damaged")
         t, blobs = tb
         out_shapes = [b.shape for b in blobs]
         if want is not None:

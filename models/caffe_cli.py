@@ -1,6 +1,7 @@
-"""What the `caffe` wrapper (.venv/bin/caffe) runs before the real binary.
+"""What the `caffe` wrapper (.venv/bin/caffe) runs before the real binary, through
+tools/caffe_checks.py (which adds the checks that read the databases):
 
-    python -m models.caffe_cli train -solver prototxt/seg_solver.prototxt -weights data/c3d/...
+    prepare(["train", "-solver", "prototxt/seg_solver.prototxt", "-weights", "data/c3d/..."])
 
 1. The same environment as our Python tools (models/paths.py), so one command works on data
    kept elsewhere and for a quick smoke run:
@@ -11,17 +12,16 @@
    those two changes) is written next to the snapshots and handed to Caffe.
 2. Validation (models/validate.py): a clear error instead of a glog abort.
 
-Prints the arguments for the real binary, one per line (exit 0), or an error (exit 2).
+Returns the arguments for the real binary; errors are ValidationError / PreflightError.
 """
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from google.protobuf import text_format
 
-from models import cli, preflight, validate
+from models import preflight, validate
 from models.paths import RUNS, relocated
 
 PATH_FLAGS = ("weights", "snapshot")
@@ -102,27 +102,23 @@ def prepare(argv: list[str]) -> list[str]:
     return out
 
 
+def command_nets(argv: list[str]) -> list[tuple[str, str]]:
+    """(net file, phase) of every net the Caffe command builds."""
+    cmd, f = validate.parse_caffe_args(argv)
+    if cmd == "train":
+        return validate.solver_nets(validate.load_solver(f["solver"]))
+    if cmd in ("test", "time"):
+        return [(f["model"], f.get("phase", "TEST" if cmd == "test" else "TRAIN").upper())]
+    return []
+
+
 def preflight_command(argv: list[str]) -> None:
     """Caffe's own setup of what the command names, in a child process (models.preflight):
     whatever the validator let through and Caffe would abort on is one line here."""
     cmd, f = validate.parse_caffe_args(argv)
     weights = f["weights"].split(",") if "weights" in f else []
     if cmd == "train":
-        preflight.solver(f["solver"], validate.solver_nets(validate.load_solver(f["solver"])), weights)
+        preflight.solver(f["solver"], command_nets(argv), weights)
     elif cmd in ("test", "time"):
-        preflight.net(f["model"], f.get("phase", "TEST" if cmd == "test" else "TRAIN").upper(), weights)
-
-
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        out = prepare(argv)
-    except (validate.ValidationError, preflight.PreflightError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print("\n".join(out))
-    return 0
-
-
-if __name__ == "__main__":
-    cli.run(main)
+        (model, phase), = command_nets(argv)
+        preflight.net(model, phase, weights)

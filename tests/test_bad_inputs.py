@@ -140,6 +140,21 @@ def test_training_refuses_labels_beyond_the_classes(seg_run, tmp_path, capsys, e
     assert main(["--solver", str(solver), "--out", str(tmp_path / "ok"), "--engine", engine, "--quiet"]) == 0
 
 
+def test_the_caffe_command_refuses_labels_beyond_the_classes(seg_run, tmp_path):
+    """.venv/bin/caffe (train, time) checks the labels as tools.train does."""
+    import subprocess
+
+    from models.paths import REPO
+    db, net, solver = seg_run(10)
+    for args in (["train", "-solver", solver], ["time", "-model", net, "-iterations", "1"]):
+        r = subprocess.run([REPO / ".venv" / "bin" / "caffe", *args], cwd=tmp_path, capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == label_error(db, net), args
+    db, net, solver = seg_run(8)
+    r = subprocess.run([REPO / ".venv" / "bin" / "caffe", "train", "-solver", solver], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and (tmp_path / "snap_iter_1.caffemodel").is_file(), r.stderr[-2000:]
+
+
 def test_a_manifest_without_label_values_is_scanned(seg_run, tmp_path, capsys):
     """Databases finalized before label_values existed: their records are read instead."""
     import json

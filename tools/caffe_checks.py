@@ -1,0 +1,36 @@
+"""What the `caffe` wrapper (.venv/bin/caffe) runs before the real binary.
+
+    python -m tools.caffe_checks train -solver prototxt/seg_solver.prototxt -weights ...
+
+1. models.caffe_cli: data/ and runs/ paths relocated, V2V_MAX_ITER applied, the solver,
+   nets and weights validated and pre-flighted (Caffe's own setup in a child process);
+2. the checks that read the data (data_prep, above models/): the label values of every
+   segmentation database a net reads against the classes that net predicts, as
+   `tools.train` and `tools.evaluate` check them (Caffe's SoftmaxWithLoss would read past
+   its prediction without a word).
+
+Prints the arguments for the real binary, one per line (exit 0), or an error (exit 2).
+"""
+from __future__ import annotations
+
+import sys
+
+from data_prep.clips import check_net_labels
+from models import caffe_cli, cli
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        out = caffe_cli.prepare(argv)
+        for net, phase in caffe_cli.command_nets(out):
+            check_net_labels(net, phase)
+    except ValueError as e:  # the validator's, the pre-flight's, a database's or a label error
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
