@@ -202,16 +202,37 @@ void WriteProtoToBinaryFile(const Message& proto, const char* filename) {
 ATOMIC_PROTO_WRITE = """\
 void WriteProtoToBinaryFile(const Message& proto, const char* filename) {
   // Written to <filename>.part and renamed (engine/build_caffe.py): a kill or a full disk
-  // never leaves a partial snapshot under the final name.
+  // never leaves a partial snapshot under the final name. A failed write removes the .part
+  // and throws, naming the file (pycaffe: RuntimeError; the caffe tool: one "error:" line,
+  // exit 2), where Caffe CHECK-aborted.
   const string part = string(filename) + ".part";
+  errno = 0;
+  bool opened, written;
   {
     fstream output(part.c_str(), ios::out | ios::trunc | ios::binary);
-    CHECK(proto.SerializeToOstream(&output)) << "cannot write " << part;
+    opened = output.is_open();
+    written = opened && proto.SerializeToOstream(&output);
     output.close();
-    CHECK(!output.fail()) << "cannot write " << part;
+    written = written && !output.fail();
   }
-  CHECK_EQ(std::rename(part.c_str(), filename), 0) << "cannot rename " << part;
+  if (written && std::rename(part.c_str(), filename) == 0) return;
+  const string why = errno ? std::strerror(errno) : "write failed";
+  if (opened) std::remove(part.c_str());
+  throw std::runtime_error("cannot write " + (written ? string(filename) : part) + ": " + why);
 }
+"""
+# The caffe tool: an exception (a snapshot that cannot be written) is one line, exit 2.
+CAFFE_MAIN_CATCH_OLD = """\
+    } catch (bp::error_already_set) {
+      PyErr_Print();
+      return 1;
+    }
+"""
+CAFFE_MAIN_CATCH_NEW = CAFFE_MAIN_CATCH_OLD + """\
+    catch (const std::exception& e) {
+      std::cerr << "error: " << e.what() << std::endl;
+      return 2;
+    }
 """
 # Caffe's CPU Adam makes seven passes over every parameter blob (axpby, mul, axpby, powx,
 # add_scalar, div, scale); this is the GPU kernel's single pass (AdamUpdate in
@@ -285,9 +306,12 @@ SOURCE_PATCHES = [
      '    solver->Restore(FLAGS_snapshot.c_str());\n'
      '  } else if (FLAGS_weights.size()) {\n'
      '    CopyLayers(solver.get(), FLAGS_weights);\n  }\n'),
-    # Snapshots (.caffemodel, .solverstate) are written to a temporary name and renamed.
-    ("src/caffe/util/io.cpp", "#include <fstream>", "#include <cstdio>\n#include <fstream>"),
+    # Snapshots (.caffemodel, .solverstate) are written to a temporary name and renamed; a
+    # failed write is an exception, which the caffe tool prints in one line.
+    ("src/caffe/util/io.cpp", "#include <fstream>",
+     "#include <cerrno>\n#include <cstdio>\n#include <cstring>\n#include <fstream>\n#include <stdexcept>"),
     ("src/caffe/util/io.cpp", ORIGINAL_PROTO_WRITE, ATOMIC_PROTO_WRITE),
+    ("tools/caffe.cpp", CAFFE_MAIN_CATCH_OLD, CAFFE_MAIN_CATCH_NEW),
     ("src/caffe/solvers/adam_solver.cpp", ADAM_CPU_OLD, ADAM_CPU_NEW),
 ]
 

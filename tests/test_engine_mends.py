@@ -1,7 +1,9 @@
-"""Two of engine/build_caffe.py's mends to the sdist, checked on the built engine:
+"""Three of engine/build_caffe.py's mends to the sdist, checked on the built engine:
 
 - snapshots are written to ``<name>.part`` and renamed, so a snapshot file under its final
   name is always complete, even when the process is killed while writing it;
+- a snapshot that cannot be written (a full disk mid-run) is an exception naming the file:
+  pycaffe's RuntimeError, one "error:" line from the caffe tool and tools.train;
 - the CPU Adam update is one pass (as the GPU kernel) and still Caffe's Adam: it matches
   Adam's formulas in NumPy step by step.
 """
@@ -11,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -152,12 +153,53 @@ def test_cpu_adam_is_adam(tmp_path, caffe):
         np.testing.assert_allclose(s.net.params["fc"][1].data, b, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("text", ["ADAM_CPU_NEW", "ATOMIC_PROTO_WRITE"])
-def test_the_built_engine_has_the_mend(text):
+def unwritable_snapshot(d: Path, name: str) -> Path:
+    """A folder where the writer's ``<name>.part`` goes: opening it fails (EISDIR), as a
+    full disk or a vanished folder would fail the write."""
+    (d / f"{name}.part").mkdir(parents=True)
+    return d / f"{name}.part"
+
+
+def test_a_failed_snapshot_write_is_an_exception_naming_the_file(tmp_path, caffe):
+    (tmp_path / "net.prototxt").write_text(SMALL_NET)
+    net = caffe.Net(str(tmp_path / "net.prototxt"), caffe.TEST)
+    part = unwritable_snapshot(tmp_path, "w.caffemodel")
+    with pytest.raises(RuntimeError) as e:
+        net.save(str(tmp_path / "w.caffemodel"))
+    assert str(e.value) == f"cannot write {part}: Is a directory"
+    assert not (tmp_path / "w.caffemodel").exists() and part.is_dir()  # what it did not open stays
+    part.rmdir()
+    net.save(str(tmp_path / "w.caffemodel"))
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["net.prototxt", "w.caffemodel"]
+
+
+def test_caffe_train_reports_a_failed_snapshot_in_one_line(tmp_path):
+    """Mid-run (the wrapper's room check passed): Caffe's own writer fails; one line, exit 2."""
+    sol = write_solver(tmp_path, SMALL_NET, max_iter=2, snapshot=1)
+    part = unwritable_snapshot(tmp_path / "snaps", "big_iter_1.caffemodel")
+    r = subprocess.run([REPO / ".venv" / "bin" / "caffe", "train", "-solver", sol], cwd=tmp_path,
+                       capture_output=True, text=True, env={**os.environ, "GLOG_minloglevel": "1"})
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == f"error: cannot write {part}: Is a directory"
+    assert "Check failed" not in r.stderr and "terminate called" not in r.stderr
+
+
+def test_tools_train_reports_a_failed_snapshot_in_one_line(tmp_path, capsys):
+    from tools.train import main
+    sol = write_solver(tmp_path, SMALL_NET, max_iter=1)
+    part = unwritable_snapshot(tmp_path / "run" / "snapshots", "big_iter_1.caffemodel")
+    assert main(["--solver", str(sol), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: cannot write {part}: Is a directory"
+
+
+@pytest.mark.parametrize("text, rel", [("ADAM_CPU_NEW", "src/caffe/solvers/adam_solver.cpp"),
+                                       ("ATOMIC_PROTO_WRITE", "src/caffe/util/io.cpp"),
+                                       ("CAFFE_MAIN_CATCH_NEW", "tools/caffe.cpp")])
+def test_the_built_engine_has_the_mend(text, rel):
     """The installed engine was built from the mended source (the tests above then test it)."""
     sys.path.insert(0, str(REPO / "engine"))
     import build_caffe
     from models.engine import engine_dir
-    body = textwrap.dedent(getattr(build_caffe, text)).strip().splitlines()[3].strip()
-    rel = "src/caffe/solvers/adam_solver.cpp" if text.startswith("ADAM") else "src/caffe/util/io.cpp"
-    assert body in (Path(engine_dir()) / rel).read_text()
+    built = (Path(engine_dir()) / rel).read_text()
+    missing = [line for line in getattr(build_caffe, text).splitlines() if line.strip() not in built]
+    assert not missing, missing

@@ -290,7 +290,10 @@ class CaffeEngine:
 
     def snapshot(self) -> None:
         self.check_room()
-        self.solver.snapshot()
+        try:
+            self.solver.snapshot()
+        except RuntimeError as e:  # the engine's writer: "cannot write <file>: <why>", nothing left
+            raise TrainError(str(e)) from None
 
     def check_room(self) -> None:
         """Room for a snapshot in the snapshot folder, or an OSError naming it (Caffe would abort)."""
