@@ -61,7 +61,7 @@ def sh(args, log, quiet):
 
 def make_raw(raw: Path, n_train: int, n_test: int, seed: int = 0) -> None:
     """The synthetic downloads: raw/gatech (frames + labels), raw/ucf (flow videos) and
-    raw/ucf_color (colorization videos, classes of equal luma), split lists in
+    raw/ucf_color (colorization videos, 6 objects of classes of equal luma), split lists in
     raw/ucf_splits, the true flow of raw/ucf in raw/ucf_true_flow.npz."""
     from data_prep.synthetic import EQUAL_LUMA_COLOURS, make_scene, write_gatech_like
     rng = np.random.default_rng(seed)
@@ -76,7 +76,7 @@ def make_raw(raw: Path, n_train: int, n_test: int, seed: int = 0) -> None:
     for split, n in (("train", n_train), ("test", n_test)):
         lists[split] = write_ucf_like(raw / "ucf", split, scenes(n, 2 * CLIP[0] + 1, class_motion=True), truth)
         write_ucf_like(raw / "ucf_color", split, scenes(n, 2 * CLIP[0] + 1, class_motion=True,
-                                                        colours=EQUAL_LUMA_COLOURS))
+                                                        colours=EQUAL_LUMA_COLOURS, objects=6))
     (raw / "ucf_splits").mkdir(parents=True, exist_ok=True)
     (raw / "ucf_splits" / "trainlist01.txt").write_text("".join(f"{r} 1\n" for r in lists["train"]))
     (raw / "ucf_splits" / "testlist01.txt").write_text("".join(f"{r}\n" for r in lists["test"]))
