@@ -1,4 +1,4 @@
-"""`make demo`: V2V end to end on small synthetic data, with real Caffe, in ~12 minutes.
+"""`make demo`: V2V end to end on small synthetic data, with real Caffe, in ~8 minutes on 2 cores.
 
     python -m tools.demo [--out runs/demo] [--seg-iters N] [--flow-iters N] [--color-iters N] [--quick]
 
