@@ -74,6 +74,9 @@ def complete_params(p: dict) -> dict:
            "channels": str(p.get("channels", "rgb")).lower(), "prefetch": int(p.get("prefetch", 4))}
     if out["batch_size"] < 1:
         raise ValueError(f"ClipDataLayer: batch_size must be >= 1, got {out['batch_size']}")
+    for key in ("scale", "flow_scale"):
+        if not np.isfinite(out[key]):
+            raise ValueError(f"ClipDataLayer: {key} must be a finite number, got {out[key]}")
     if out["channels"] not in ("rgb", "bgr"):
         raise ValueError(f"ClipDataLayer: channels must be rgb or bgr, got {out['channels']!r}")
     return out
@@ -179,6 +182,8 @@ class ClipPrep:
             raise ValueError(f"mean file {path} not found (make one with python -m data_prep.mean, "
                              f"or convert C3D's with tools.convert_c3d)")
         a = np.load(path).astype(np.float32)
+        if not np.isfinite(a).all():
+            raise ValueError(f"mean {path}: {int(np.count_nonzero(~np.isfinite(a)))} NaN/inf values")
         c = 1 if self.task == "color" else 3
         if a.ndim == 1:
             if a.shape[0] != c:

@@ -46,7 +46,7 @@ def main(argv=None):
     ap.add_argument("--db", required=True, help="a training clip database (data/db/... works from any directory)")
     ap.add_argument("--out", help=".npy file to write (default data/mean/<dataset>_<split>[_gray].npy)")
     ap.add_argument("--gray", action="store_true", help="mean of the gray input (C=1)")
-    ap.add_argument("--max-clips", type=int, help="use only the first N clips")
+    ap.add_argument("--max-clips", type=cli.positive_int, help="use only the first N clips")
     a = ap.parse_args(argv)
     db = user_path(a.db)
     try:
@@ -55,8 +55,8 @@ def main(argv=None):
         raise SystemExit(f"error: {e}") from None
     out = Path(a.out) if a.out else DATA / "mean" / f"{db.parent.name}_{db.name}{'_gray' if a.gray else ''}.npy"
     out.parent.mkdir(parents=True, exist_ok=True)
-    with cli.writing(out):
-        np.save(out, m)
+    with cli.writing(out), open(out, "wb") as f:   # np.save(path) would add ".npy" to the name
+        np.save(f, m)
     print(f"wrote {out}: shape {m.shape}, overall mean {m.mean(axis=(1, 2, 3)).round(2).tolist()}")
     return 0
 

@@ -65,6 +65,7 @@ def load_sequence(root, pass_: str, seq: str):
     frames_p = sorted(fdir.glob("frame_*.png"))
     if not frames_p:
         raise FileNotFoundError(f"{fdir}: no frame_*.png")
+    check_numbering(fdir, frames_p)
     frames = []
     for p in frames_p:
         try:
@@ -77,7 +78,27 @@ def load_sequence(root, pass_: str, seq: str):
         if not f.is_file():
             raise FileNotFoundError(f"{f}: missing (flow of {p.name})")
         flows.append(read_flo(f))
+    same_shape(frames_p, frames)
+    same_shape([ldir / (p.stem + ".flo") for p in frames_p[:-1]], flows)
     return np.stack(frames), np.stack(flows)
+
+
+def check_numbering(fdir: Path, frames_p: list[Path]) -> None:
+    """frame_NNNN.png numbered without a gap: a clip must not be stitched across a missing frame."""
+    try:
+        nums = [int(p.stem.split("_", 1)[1]) for p in frames_p]
+    except ValueError:
+        raise ValueError(f"{fdir}: frame names other than frame_NNNN.png") from None
+    for a, b in zip(nums, nums[1:]):
+        if b != a + 1:
+            raise ValueError(f"{fdir}: frame_{a + 1:04d}.png is missing (frames {nums[0]}..{nums[-1]}); "
+                             "a clip would be stitched across the gap")
+
+
+def same_shape(paths: list[Path], arrays: list[np.ndarray]) -> None:
+    for p, a in zip(paths, arrays):
+        if a.shape != arrays[0].shape:
+            raise ValueError(f"{p}: shape {a.shape[:2]}, the sequence's first is {arrays[0].shape[:2]}")
 
 
 def resize_flow(flow: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -117,8 +138,8 @@ examples:
 """, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", required=True, help="unpacked MPI-Sintel-complete folder")
     ap.add_argument("--pass", dest="passes", choices=(*PASSES, "both"), default="both")
-    ap.add_argument("--length", type=int, default=16)
-    ap.add_argument("--stride", type=int, default=16)
+    ap.add_argument("--length", type=cli.positive_int, default=16)
+    ap.add_argument("--stride", type=cli.positive_int, default=16)
     ap.add_argument("--tail", action="store_true", help="add a last clip ending at each sequence's last flow")
     ap.add_argument("--height", type=int, default=128)
     ap.add_argument("--width", type=int, default=171)

@@ -130,8 +130,9 @@ examples:
     ap.add_argument("--split", choices=("train", "test"), default="train")
     ap.add_argument("--split-id", type=int, default=1, help="1, 2 or 3 (default 1, as the paper)")
     ap.add_argument("--out", help="database folder (default data/db/ucf101_<task>/<split>)")
-    ap.add_argument("--length", type=int, default=16)
-    ap.add_argument("--stride", type=int, default=16, help="frames between clip starts (16 = non-overlapping)")
+    ap.add_argument("--length", type=cli.positive_int, default=16)
+    ap.add_argument("--stride", type=cli.positive_int, default=16,
+                    help="frames between clip starts (16 = non-overlapping)")
     ap.add_argument("--height", type=int, default=128)
     ap.add_argument("--width", type=int, default=171)
     ap.add_argument("--workers", type=int, default=1, help="processes (decode + teacher)")
@@ -139,7 +140,7 @@ examples:
     ap.add_argument("--gpu", action="store_true",
                     help="OpenCV CUDA Brox (the paper's implementation) instead of the CPU teacher; "
                          "only when this OpenCV has cv2.cuda.BroxOpticalFlow (no pip wheel does)")
-    ap.add_argument("--limit", type=int, help="only the first N videos of the list (a quick try)")
+    ap.add_argument("--limit", type=cli.positive_int, help="only the first N videos of the list (a quick try)")
     return ap
 
 

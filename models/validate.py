@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import math
 import os
 import shutil
 import sys
@@ -156,6 +157,9 @@ def check_solver_fields(s, path) -> None:
         raise _err(path, "sets both `type` and the old `solver_type`; keep `type`")
     if s.regularization_type not in ("L1", "L2"):
         raise _err(path, f"unknown regularization_type '{s.regularization_type}' (L1 or L2)")
+    for fd, value in s.ListFields():   # NaN / inf (base_lr, weight_decay, momentum, ...) train NaN weights
+        if fd.cpp_type in (fd.CPPTYPE_FLOAT, fd.CPPTYPE_DOUBLE) and not math.isfinite(value):
+            raise _err(path, f"{fd.name} is {value}: it must be a finite number")
     if s.base_lr < 0:
         raise _err(path, "base_lr must be >= 0")
     for name in ("max_iter", "iter_size", "average_loss"):
@@ -325,8 +329,13 @@ def parse_caffe_args(argv: list[str]) -> tuple[str | None, dict[str, str]]:
     return cmd, flags
 
 
+CAFFE_COMMANDS = ("train", "test", "time", "device_query")
+
+
 def check_caffe_command(argv: list[str]) -> None:
     cmd, f = parse_caffe_args(argv)
+    if cmd is not None and cmd not in CAFFE_COMMANDS:
+        raise ValidationError(f"unknown caffe command '{cmd}': use {', '.join(CAFFE_COMMANDS)}")
     check_gpu_request(cmd, f)
     if cmd == "train":
         if "solver" not in f:

@@ -292,3 +292,79 @@ def test_caffe_wrapper_checks_snapshot_room_first(seg_run, tmp_path, monkeypatch
     monkeypatch.undo()
     monkeypatch.chdir(tmp_path)
     assert caffe_cli.prepare(["train", "-solver", str(solver)])[0] == "train"
+
+
+# ------------------------------------------------------------------ found by an independent campaign
+@pytest.mark.parametrize("args, flag", [
+    (["tools.train", "--solver", "s.prototxt", "--log-every", "0"], "--log-every"),
+    (["tools.predict", "--video", "v.avi", "--fps", "-5"], "--fps"),
+    (["tools.evaluate", "--clips", "0"], "--clips"),
+    (["data_prep.mean", "--db", "db", "--max-clips", "-1"], "--max-clips"),
+    (["data_prep.sintel", "--root", "r", "--length", "0"], "--length"),
+    (["data_prep.ucf101", "--task", "flow", "--root", "r", "--stride", "x"], "--stride")])
+def test_counts_below_one_are_refused(args, flag, tmp_path):
+    r = run_tool(*args, check=False)
+    assert r.returncode == 2 and f"argument {flag}: must be a whole number >= 1" in r.stderr, r.stderr[-800:]
+
+
+def test_outputs_that_are_not_files_are_refused(tmp_path):
+    """Export's rename onto /dev/full would replace the device; np.save would add ".npy"."""
+    from tests.data_fixtures import coord_db
+    for bad, kind in (("/dev/null", "not a regular file"), (tmp_path, "a folder")):
+        with pytest.raises(OSError) as e:
+            cli.output_file(bad)
+        assert cli.os_error(e.value) == f"error: {bad}: {kind}; name an output file"
+    coord_db(tmp_path / "db", "color", n=2, L=4, H=16, W=20)
+    r = run_tool("data_prep.mean", "--db", tmp_path / "db", "--out", tmp_path, check=False)
+    assert r.returncode == 2 and r.stderr.strip().endswith(f"error: {tmp_path}: Is a directory")
+    run_tool("data_prep.mean", "--db", tmp_path / "db", "--out", tmp_path / "m.bin")
+    assert np.load(tmp_path / "m.bin").shape[0] == 3 and not (tmp_path / "m.bin.npy").exists()
+
+
+def test_a_sintel_sequence_with_a_missing_frame_is_not_stitched(tmp_path):
+    from tests.data_fixtures import sintel_tree
+    sintel_tree(tmp_path / "s", seqs=("alley_1", "bamboo_1"))
+    (tmp_path / "s" / "training" / "clean" / "alley_1" / "frame_0007.png").unlink()
+    r = run_tool("data_prep.sintel", "--root", tmp_path / "s", "--pass", "clean", "--no-folds", "--length", "8",
+                 "--height", "16", "--width", "24", "--out", tmp_path / "db", check=False)
+    assert "frame_0007.png is missing (frames 1..18); a clip would be stitched across the gap" in r.stderr
+    assert [b["item"] for b in cdb.manifest(tmp_path / "db" / "clean")["bad"]] == ["alley_1"]
+
+
+def test_caffe_refuses_an_unknown_command_and_a_cut_snapshot(tmp_path):
+    import subprocess
+
+    from models.paths import REPO
+    caffe_bin = REPO / ".venv" / "bin" / "caffe"
+    r = subprocess.run([caffe_bin, "frobnicate"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: unknown caffe command 'frobnicate': use train, test, time, device_query"
+    from tests.data_fixtures import coord_db
+    coord_db(tmp_path / "db", "seg", n=2, L=8, H=16, W=16, classes=8)
+    (tmp_path / "net.prototxt").write_text(SEG_NET.format(db=tmp_path / "db"))
+    sol = tmp_path / "s.prototxt"
+    sol.write_text(f'net: "{tmp_path / "net.prototxt"}"\nbase_lr: 0.001\nlr_policy: "fixed"\nmax_iter: 2\n'
+                   f'momentum: 0.9\nsnapshot: 1\nsnapshot_prefix: "{tmp_path / "snap"}"\n')
+    assert subprocess.run([caffe_bin, "train", "-solver", sol], capture_output=True, cwd=tmp_path).returncode == 0
+    state = tmp_path / "snap_iter_1.solverstate"
+    state.write_bytes(state.read_bytes()[:-20])
+    for snap in (state, tmp_path / "snap_iter_1.caffemodel"):
+        r = subprocess.run([caffe_bin, "train", "-solver", sol, "-snapshot", snap], capture_output=True, text=True,
+                           cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(f"error: -snapshot: {snap}"), \
+            r.stderr[-1500:]
+
+
+def test_non_finite_solver_fields_and_data_parameters_are_refused(seg_run, tmp_path):
+    """Each of these trained to all-NaN weights, exit 0."""
+    from data_prep.clips import ClipPrep, complete_params
+    db, net, solver = seg_run(8)
+    text = solver.read_text()
+    solver.write_text(text + "weight_decay: inf\n")
+    with pytest.raises(validate.ValidationError, match="weight_decay is inf: it must be a finite number"):
+        validate.validate_solver_file(solver)
+    with pytest.raises(ValueError, match="scale must be a finite number, got nan"):
+        complete_params({"task": "seg", "scale": float("nan")})
+    np.save(tmp_path / "nan_mean.npy", np.full(3, np.nan, np.float32))
+    with pytest.raises(ValueError, match=r"nan_mean.npy: 3 NaN/inf values"):
+        ClipPrep(complete_params({"task": "seg", "mean": str(tmp_path / "nan_mean.npy")}), 8, (16, 16))

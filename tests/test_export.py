@@ -142,6 +142,9 @@ def test_export_onnx_api_as_the_demo_calls_it(tmp_path, caffe):
     got = run_onnx(path, x)
     assert list(got) == ["flow"] and got["flow"].shape == (2, 8, 32, 48)
     assert rel(ref, got["flow"]) <= TOL
+    with pytest.raises(OSError, match="a folder; name an output file"):   # a rename would replace it
+        export_onnx(d, tmp_path / "w.caffemodel", tmp_path / "out")
+    assert path.is_file()
 
 
 def test_help_runs_from_anywhere_and_states_opset_and_batch():

@@ -325,7 +325,7 @@ def main(argv=None) -> int:
     ap.add_argument("--train-val", type=Path)
     ap.add_argument("--db", type=Path, help="test database (default: the train_val TEST data layer's)")
     ap.add_argument("--protocol", choices=("release", "full"), default="release")
-    ap.add_argument("--clips", type=int, help="score only the first N clips")
+    ap.add_argument("--clips", type=cli.positive_int, help="score only the first N clips")
     ap.add_argument("--teacher", action="store_true", help="score the Brox teacher instead of a net (flow)")
     ap.add_argument("--out", type=Path, help="output folder (default runs/eval/<net>[_<db>])")
     ap.add_argument("--pictures", type=int, default=4, help="clips to draw")

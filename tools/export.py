@@ -179,7 +179,7 @@ def _quiet_exporter():
 def export_net(net, out_path, opset: int = OPSET) -> Path:
     """Write a built TorchNet (build_net) as ONNX at ``out_path``: dynamic batch, fixed clip size."""
     import torch
-    out = Path(out_path)
+    out = cli.output_file(out_path)   # a rename onto a folder or a device (/dev/full) would replace it
     out.parent.mkdir(parents=True, exist_ok=True)
     name = net.input_names[0]
     x = torch.zeros(net.blob_shapes[name])

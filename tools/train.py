@@ -651,7 +651,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-iter", type=int, help="override the solver's max_iter")
     ap.add_argument("--snapshot", type=int, help="override the solver's snapshot interval")
     ap.add_argument("--fresh", action="store_true", help="ignore and delete earlier snapshots in --out")
-    ap.add_argument("--log-every", type=int, default=20, help="log interval without a terminal")
+    ap.add_argument("--log-every", type=cli.positive_int, default=20, help="log interval without a terminal")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when the engine can use one)")
     t = ap.add_argument_group("torch engine")
