@@ -399,6 +399,8 @@ def merge(out, shards: list, meta_extra: dict | None = None) -> dict:
     shards = [Path(s) for s in shards]
     if not shards:
         raise DBError("merge: no shard databases given")
+    if any(Path(out).resolve() == s.resolve() for s in shards):
+        raise DBError(f"merge: the target {out} is also one of the shards")
     mans = []
     for s in shards:
         m = s / "manifest.json"
@@ -410,7 +412,7 @@ def merge(out, shards: list, meta_extra: dict | None = None) -> dict:
     for s, m in zip(shards, mans):
         if m["fields"] != first["fields"] or m.get("params") != first.get("params"):
             raise DBError(f"shard {s} was built with other fields/parameters than {shards[0]}")
-    got = sorted(int(m["shard"].split("/")[0]) for m in mans)
+    got = sorted(int(m.get("shard", "0/1").split("/")[0]) for m in mans)
     if len(n) != 1 or got != list(range(int(n.pop()))):
         print(f"warning: shards {got} of {first['shard']} given; the merged database is partial",
               file=sys.stderr)

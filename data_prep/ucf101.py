@@ -49,8 +49,12 @@ def read_split_list(path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise SystemExit(f"error: split list {path} " + ("is a folder, not a file" if path.is_dir() else "not found"))
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise SystemExit(f"error: split list {path} is not a text file") from None
     out = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             out.append(line.split()[0].replace("\\", "/"))

@@ -368,3 +368,21 @@ def test_non_finite_solver_fields_and_data_parameters_are_refused(seg_run, tmp_p
     np.save(tmp_path / "nan_mean.npy", np.full(3, np.nan, np.float32))
     with pytest.raises(ValueError, match=r"nan_mean.npy: 3 NaN/inf values"):
         ClipPrep(complete_params({"task": "seg", "mean": str(tmp_path / "nan_mean.npy")}), 8, (16, 16))
+
+
+def test_merge_into_a_shard_binary_split_lists_and_foreign_tables_are_refused(tmp_path):
+    from tests.data_fixtures import coord_db
+    coord_db(tmp_path / "db", "color", n=2, L=4, H=16, W=20)
+    r = run_tool("data_prep.db", "merge", tmp_path / "db", tmp_path / "db", check=False)
+    assert r.returncode == 2
+    assert r.stderr.strip().endswith(f"merge: the target {tmp_path / 'db'} is also one of the shards")
+    assert cdb.manifest(tmp_path / "db")["count"] == 2
+    (tmp_path / "list.txt").write_bytes(bytes(range(256)))
+    r = run_tool("data_prep.ucf101", "--task", "color", "--root", tmp_path, "--list", tmp_path / "list.txt",
+                 "--out", tmp_path / "u", check=False)
+    assert r.returncode != 0 and r.stderr.strip() == f"error: split list {tmp_path / 'list.txt'} is not a text file"
+    for name, text, why in (("a.json", "{not json", "not JSON"), ("b.json", "[1, 2]", "not a results.json"),
+                            ("c.json", '{"foo": 1}', "not a results.json")):
+        (tmp_path / name).write_text(text)
+        r = run_tool("tools.evaluate", "--tables", tmp_path / name, check=False)
+        assert r.returncode == 2 and r.stderr.strip().startswith(f"error: {tmp_path / name}: {why}"), r.stderr

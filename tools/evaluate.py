@@ -352,8 +352,24 @@ def print_tables(files: list[Path]) -> int:
         print(f"error: no results to tabulate in {RUNS / 'eval'}: run python -m tools.evaluate first",
               file=sys.stderr)
         return 2
-    print(tables([json.loads(p.read_text()) for p in files]))
+    try:
+        results = [read_results(p) for p in files]
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(tables(results))
     return 0
+
+
+def read_results(path: Path) -> dict:
+    """One results.json of tools.evaluate, or a ValueError naming the file."""
+    try:
+        r = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not JSON ({e})") from None
+    if not isinstance(r, dict) or "task" not in r:
+        raise ValueError(f"{path}: not a results.json of tools.evaluate (no 'task')")
+    return r
 
 
 if __name__ == "__main__":
